@@ -1,0 +1,1 @@
+"""Application wiring: configuration, CLI, channel adapters, HTTP server, scheduler, notifier."""

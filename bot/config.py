@@ -1,0 +1,94 @@
+"""The one settings class. Every knob is an environment variable with the prefix ``YILIAN_``.
+
+A ``.env`` file in the working directory is read too, so a deployment can keep its secrets out
+of the process list. Nothing here reaches the network: defaults are embedded (SQLite, embedded
+Chroma, the packaged multilingual encoder).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YILIAN_", env_file=".env", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path("./var"), description="Where SQLite, Chroma and uploads live.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    chroma_url: str | None = Field(default=None, description="Chroma server URL; unset = embedded Chroma.")
+
+    # --- knowledge -----------------------------------------------------------------------
+    embedding_model: str | None = Field(
+        default=None, description="Local path of a sentence-transformers model; unset = packaged USE encoder."
+    )
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = 8.0
+    max_upload_bytes: int = 20 * 1024 * 1024
+    default_consortium: str | None = Field(
+        default=None, description="Consortium whose documents an unbound user's answers prefer."
+    )
+
+    # --- HTTP ------------------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    web_chat: bool = Field(default=True, description="Serve the local web chat and console.")
+
+    # --- Telegram --------------------------------------------------------------------------
+    telegram_token: SecretStr | None = None
+    telegram_api_base: str = "https://api.telegram.org/bot"
+    telegram_file_api_base: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+
+    # --- WeCom -------------------------------------------------------------------------------
+    wecom_corp_id: str | None = None
+    wecom_agent_id: int | None = None
+    wecom_secret: SecretStr | None = None
+    wecom_token: SecretStr | None = None
+    wecom_aes_key: SecretStr | None = None
+    wecom_api_base: str = "https://qyapi.weixin.qq.com/cgi-bin/"
+
+    # --- behaviour ------------------------------------------------------------------------------
+    dialog_ttl_minutes: int = 60
+    invite_ttl_hours: int = 72
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'yilian.sqlite3'}"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.resolved_data_dir / "chroma"
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_token is not None
+
+    @property
+    def wecom_enabled(self) -> bool:
+        return all(
+            v is not None
+            for v in (self.wecom_corp_id, self.wecom_secret, self.wecom_token, self.wecom_aes_key)
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and ``.env``), with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

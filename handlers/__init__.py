@@ -1,0 +1,1 @@
+"""Channel-agnostic conversation logic: intents, dialogs, admin commands."""

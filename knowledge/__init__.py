@@ -1,0 +1,1 @@
+"""Policy knowledge base: ingestion, clause-aware chunking, hybrid retrieval, grounded answers."""
