@@ -1,5 +1,36 @@
 """All ORM models; importing this package registers every table on ``Base.metadata``."""
 
+from storage.models.audit import AuditLog
+from storage.models.directory import (
+    LEVELS,
+    ROLE_ADMIN,
+    ROLE_LABELS_ZH,
+    ROLE_LIAISON,
+    ROLE_PHYSICIAN,
+    ROLES,
+    Consortium,
+    InviteCode,
+    Institution,
+    Staff,
+)
 from storage.models.knowledge import Chunk, Document, KnowledgeState
+from storage.models.runtime import DialogState, ProcessedUpdate
 
-__all__ = ["Chunk", "Document", "KnowledgeState"]
+__all__ = [
+    "LEVELS",
+    "ROLES",
+    "ROLE_ADMIN",
+    "ROLE_LABELS_ZH",
+    "ROLE_LIAISON",
+    "ROLE_PHYSICIAN",
+    "AuditLog",
+    "Chunk",
+    "Consortium",
+    "DialogState",
+    "Document",
+    "Institution",
+    "InviteCode",
+    "KnowledgeState",
+    "ProcessedUpdate",
+    "Staff",
+]
