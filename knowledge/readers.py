@@ -1,0 +1,565 @@
+"""Format readers: turn an uploaded file (name + bytes) into an ``Extracted`` for the normaliser.
+
+Readers only extract text and tables in reading order; they never interpret headings, clauses
+or wrapped lines (that is the normaliser's job). Every failure a user can cause (empty file,
+wrong format, encrypted or damaged file, scanned PDF, unknown encoding) is reported as an
+``IngestError`` naming the file, with an English ``reason`` and a Chinese ``reason_zh``; no raw
+exception escapes ``extract``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import unicodedata
+import zipfile
+
+from knowledge.extract_types import Block, Extracted, IngestError, TableBlock, TextBlock
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".docx", ".pdf")
+
+# A PDF whose extracted text has fewer meaningful characters than this is treated as scanned.
+MIN_PDF_TEXT_CHARS = 20
+# Refuse DOCX packages that would inflate beyond this when unzipped (zip-bomb guard).
+MAX_DOCX_UNZIPPED_BYTES = 256 * 1024 * 1024
+
+# Legacy Office files (.doc, and password-protected .docx) are OLE compound files.
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_OLE_ENCRYPTION_INFO = "EncryptionInfo".encode("utf-16-le")
+
+_SUPPORTED_ZH = "请上传 PDF、DOCX、TXT 或 MD 文件"
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def extract(file_name: str, data: bytes, *, max_bytes: int | None = None) -> Extracted:
+    """Extract blocks from one uploaded file, dispatching on its suffix (case-insensitive).
+
+    Raises ``IngestError`` (never anything else) when the file cannot be ingested.
+    """
+    suffix = _suffix(file_name)
+    if suffix not in SUPPORTED_SUFFIXES:
+        _raise_unsupported(file_name, suffix)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IngestError(
+            file_name,
+            f"file is {_mb(len(data))} MB, larger than the {_mb(max_bytes)} MB limit",
+            f"文件过大（{_mb(len(data))} MB），超过 {_mb(max_bytes)} MB 的上限，请拆分或压缩后再上传",
+        )
+    if not data or not data.strip():
+        raise IngestError(file_name, "file is empty", "文件为空")
+
+    try:
+        if suffix == ".txt":
+            return _read_txt(file_name, data)
+        if suffix == ".md":
+            return _read_md(file_name, data)
+        if suffix == ".docx":
+            return _read_docx(file_name, data)
+        return _read_pdf(file_name, data)
+    except IngestError:
+        raise
+    except Exception:  # a reader bug or a library choking on odd input: still a clean error
+        log.exception("unexpected error while reading %s", file_name)
+        raise _damaged(file_name, suffix) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the readers
+# --------------------------------------------------------------------------------------------
+
+
+def _base_name(file_name: str) -> str:
+    return re.split(r"[\\/]", file_name)[-1]
+
+
+def _suffix(file_name: str) -> str:
+    base = _base_name(file_name)
+    dot = base.rfind(".")
+    return base[dot:].lower() if dot > 0 else ""
+
+
+def _stem(file_name: str) -> str:
+    base = _base_name(file_name)
+    dot = base.rfind(".")
+    stem = base[:dot] if dot > 0 else base
+    return stem.strip() or base
+
+
+def _mb(n: int) -> str:
+    value = n / (1024 * 1024)
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _raise_unsupported(file_name: str, suffix: str) -> None:
+    supported = ", ".join(SUPPORTED_SUFFIXES)
+    shown = suffix or "(no extension)"
+    reason = f"unsupported file type {shown}; supported types: {supported}"
+    reason_zh = f"不支持的文件格式，{_SUPPORTED_ZH}"
+    if suffix in (".doc", ".wps", ".rtf"):
+        reason += "; please save the document as .docx first"
+        reason_zh += "（旧版 Word/WPS 文档请先另存为 .docx）"
+    raise IngestError(file_name, reason, reason_zh)
+
+
+def _damaged(file_name: str, suffix: str) -> IngestError:
+    kind = suffix.lstrip(".").upper() or "document"
+    return IngestError(
+        file_name,
+        f"file is damaged or not a real {kind}",
+        f"文件已损坏或不是有效的 {kind} 文件，无法读取",
+    )
+
+
+def _encrypted(file_name: str) -> IngestError:
+    return IngestError(
+        file_name,
+        "file is password-protected; please upload an unencrypted copy",
+        "文件已加密（有密码保护），请上传未加密的版本",
+    )
+
+
+def _no_text(file_name: str) -> IngestError:
+    return IngestError(file_name, "document contains no text", "文档中没有可读取的文字内容")
+
+
+def _line_blocks(lines: list[str]) -> list[Block]:
+    """Lines as TextBlocks; blank lines kept as TextBlock("") except at the very start/end."""
+    blocks: list[Block] = [TextBlock(line) for line in lines]
+    return _trim_blank(blocks)
+
+
+def _trim_blank(blocks: list[Block]) -> list[Block]:
+    def blank(b: Block) -> bool:
+        return isinstance(b, TextBlock) and not b.text.strip()
+
+    start, end = 0, len(blocks)
+    while start < end and blank(blocks[start]):
+        start += 1
+    while end > start and blank(blocks[end - 1]):
+        end -= 1
+    return blocks[start:end]
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on any newline convention; strip trailing whitespace (and '\\r') from each line."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n")
+    return [line.rstrip() for line in text.split("\n")]
+
+
+# --------------------------------------------------------------------------------------------
+# Plain text decoding (TXT and MD)
+# --------------------------------------------------------------------------------------------
+
+
+def _looks_binary(text: str) -> bool:
+    """True if the decoded text is full of control characters, i.e. it is not really text."""
+    if "\x00" in text:
+        return True
+    controls = sum(
+        1 for ch in text if ch not in "\t\n\r\f\v" and unicodedata.category(ch) == "Cc"
+    )
+    return controls > max(2, len(text) // 100)
+
+
+def _decode_text(file_name: str, data: bytes) -> str:
+    candidates: list[str] = []
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:  # UTF-16 with BOM, as saved by Windows Notepad's "Unicode" option
+            candidates.append(data.decode("utf-16"))
+        except UnicodeDecodeError:
+            pass
+    if not candidates and b"\x00" not in data:
+        for encoding in ("utf-8-sig", "gb18030"):
+            try:
+                candidates.append(data.decode(encoding))
+                break
+            except UnicodeDecodeError:
+                continue
+    if not candidates:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is not None:
+            candidates.append(str(best))
+
+    for text in candidates:
+        text = text.lstrip("\ufeff")
+        if not _looks_binary(text):
+            return text
+    raise IngestError(
+        file_name,
+        "cannot decode the text (not UTF-8 or GBK/GB18030); please save it as UTF-8",
+        "无法识别文件的文字编码（不是 UTF-8 或 GBK），请另存为 UTF-8 编码后再上传",
+    )
+
+
+def _read_txt(file_name: str, data: bytes) -> Extracted:
+    text = _decode_text(file_name, data)
+    if not text.strip():
+        raise IngestError(file_name, "file is empty", "文件为空")
+    return Extracted(
+        file_name=file_name,
+        title=_stem(file_name),
+        blocks=_line_blocks(_split_lines(text)),
+        hard_wrapped=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+_MD_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+|(?=[^#\s]))(.*?)(?:[ \t]+#+)?[ \t]*$")
+_MD_EMPTY_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]*$")
+_MD_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*$")
+_MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_MD_RULE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_MD_SETEXT_H1 = re.compile(r"^ {0,3}=+[ \t]*$")
+_MD_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_MD_FRONT_TITLE = re.compile(r"""^title\s*:\s*["']?(.*?)["']?\s*$""", re.IGNORECASE)
+
+
+def _strip_emphasis(text: str) -> str:
+    return _MD_BOLD.sub(r"\1", text)
+
+
+def _split_table_row(line: str) -> list[str]:
+    row = line.strip()
+    if row.startswith("|"):
+        row = row[1:]
+    if row.endswith("|") and not row.endswith("\\|"):
+        row = row[:-1]
+    cells = re.split(r"(?<!\\)\|", row)
+    return [_strip_emphasis(cell.replace("\\|", "|").strip()) for cell in cells]
+
+
+def _is_table_row(line: str) -> bool:
+    return bool(line.strip()) and re.search(r"(?<!\\)\|", line) is not None
+
+
+def _fit(row: list[str], width: int) -> list[str]:
+    return (row + [""] * width)[:width]
+
+
+def _read_md(file_name: str, data: bytes) -> Extracted:
+    text = _decode_text(file_name, data)
+    if not text.strip():
+        raise IngestError(file_name, "file is empty", "文件为空")
+    lines = _split_lines(text)
+    title: str | None = None
+    blocks: list[Block] = []
+
+    i = 0
+    # YAML front matter: drop it, but honour a `title:` field.
+    if lines and lines[0].strip() == "---":
+        for j in range(1, len(lines)):
+            if lines[j].strip() in ("---", "..."):
+                for meta in lines[1:j]:
+                    m = _MD_FRONT_TITLE.match(meta.strip())
+                    if m and m.group(1).strip():
+                        title = m.group(1).strip()
+                i = j + 1
+                break
+
+    seen_content = False
+    in_fence: str | None = None
+    while i < len(lines):
+        line = lines[i]
+
+        fence = _MD_FENCE.match(line)
+        if in_fence is not None:
+            if fence and fence.group(1) == in_fence:
+                in_fence = None
+            else:
+                blocks.append(TextBlock(line))
+            i += 1
+            continue
+        if fence:
+            in_fence = fence.group(1)
+            i += 1
+            continue
+
+        # Pipe table: a row, then a separator row, then rows until a non-row line.
+        if (
+            _is_table_row(line)
+            and i + 1 < len(lines)
+            and "-" in lines[i + 1]
+            and _MD_TABLE_SEP.match(lines[i + 1])
+            and ("|" in lines[i + 1] or line.strip().startswith("|"))
+        ):
+            header = _split_table_row(line)
+            width = len(header)
+            rows: list[list[str]] = []
+            i += 2
+            while i < len(lines) and _is_table_row(lines[i]):
+                rows.append(_fit(_split_table_row(lines[i]), width))
+                i += 1
+            blocks.append(TableBlock(header=header, rows=rows))
+            seen_content = True
+            continue
+
+        heading = _MD_HEADING.match(line)
+        if heading:
+            heading_text = _strip_emphasis(heading.group(2).strip())
+            if heading_text:
+                if not seen_content and title is None and len(heading.group(1)) == 1:
+                    title = heading_text
+                blocks.append(TextBlock(heading_text))
+                seen_content = True
+            i += 1
+            continue
+        if _MD_EMPTY_HEADING.match(line):
+            i += 1
+            continue
+
+        # Setext heading underline ("Title" / "=====") or a thematic break ("---", "***").
+        last = blocks[-1] if blocks else None
+        prev_is_text = isinstance(last, TextBlock) and bool(last.text.strip())
+        if _MD_SETEXT_H1.match(line) and prev_is_text:
+            non_blank = [b for b in blocks if not isinstance(b, TextBlock) or b.text.strip()]
+            if title is None and len(non_blank) == 1:
+                title = last.text.strip()
+            i += 1
+            continue
+        rule = _MD_RULE.match(line)
+        if rule:
+            # "---" right under text underlines a setext heading; otherwise it is a thematic
+            # break, kept as a paragraph break.
+            if not (prev_is_text and rule.group(1) == "-" and line.strip().strip("-") == ""):
+                blocks.append(TextBlock(""))
+            i += 1
+            continue
+
+        blocks.append(TextBlock(_strip_emphasis(line)))
+        if line.strip():
+            seen_content = True
+        i += 1
+
+    blocks = _trim_blank(blocks)
+    if not blocks:
+        raise _no_text(file_name)
+    return Extracted(
+        file_name=file_name,
+        title=title or _stem(file_name),
+        blocks=blocks,
+        hard_wrapped=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# DOCX
+# --------------------------------------------------------------------------------------------
+
+
+def _check_docx_container(file_name: str, data: bytes) -> None:
+    if data.startswith(_OLE_MAGIC):
+        if _OLE_ENCRYPTION_INFO in data:
+            raise _encrypted(file_name)
+        raise IngestError(
+            file_name,
+            "this is an old Word 97-2003 (.doc) file, not a real DOCX; please save it as .docx",
+            "这是旧版 Word（.doc）文件，不是真正的 DOCX，请在 Word 或 WPS 中另存为 .docx 后再上传",
+        )
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+        raise _damaged(file_name, ".docx") from None
+    if "[Content_Types].xml" not in {info.filename for info in infos}:
+        raise _damaged(file_name, ".docx")
+    if sum(info.file_size for info in infos) > MAX_DOCX_UNZIPPED_BYTES:
+        raise IngestError(
+            file_name,
+            f"file unpacks to more than {_mb(MAX_DOCX_UNZIPPED_BYTES)} MB; refusing to read it",
+            f"文件解压后超过 {_mb(MAX_DOCX_UNZIPPED_BYTES)} MB，无法读取",
+        )
+
+
+def _docx_body_items(container):
+    """Yield w:p / w:tbl elements of a body in document order, descending into content controls."""
+    from docx.oxml.ns import qn
+
+    p_tag, tbl_tag, sdt_tag, content_tag = qn("w:p"), qn("w:tbl"), qn("w:sdt"), qn("w:sdtContent")
+    for child in container.iterchildren():
+        if child.tag in (p_tag, tbl_tag):
+            yield child
+        elif child.tag == sdt_tag:
+            for content in child.iterchildren(content_tag):
+                yield from _docx_body_items(content)
+
+
+def _cell_text(cell) -> str:
+    parts = [line.strip() for line in cell.text.splitlines()]
+    return " ".join(part for part in parts if part)
+
+
+def _docx_table(table) -> TableBlock | None:
+    from docx.table import _Cell
+
+    matrix: list[list[str]] = []
+    for row in table.rows:
+        try:
+            cells = list(row.cells)
+        except Exception:  # irregular grid python-docx cannot lay out: take the raw cells
+            cells = [_Cell(tc, table) for tc in row._tr.tc_lst]
+        texts: list[str] = []
+        previous_tc = None
+        for cell in cells:
+            # python-docx repeats a horizontally merged cell once per grid column it spans.
+            # Keep its text once, in its first column, and blank the repeats so that columns
+            # stay aligned with the header.
+            texts.append("" if cell._tc is previous_tc else _cell_text(cell))
+            previous_tc = cell._tc
+        if any(texts):
+            matrix.append(texts)
+    if not matrix:
+        return None
+    width = max(len(r) for r in matrix)
+    matrix = [_fit(r, width) for r in matrix]
+    return TableBlock(header=matrix[0], rows=matrix[1:])
+
+
+def _docx_title(doc, paragraphs) -> str | None:
+    from docx.opc.constants import RELATIONSHIP_TYPE as RT
+
+    package = doc.part.package
+    # Only trust core properties that really exist: python-docx invents "Word Document" otherwise.
+    if any(rel.reltype == RT.CORE_PROPERTIES for rel in package.rels.values()):
+        core_title = (doc.core_properties.title or "").strip()
+        if core_title:
+            return core_title
+    for paragraph in paragraphs:
+        text = paragraph.text.strip()
+        if not text:
+            continue
+        try:
+            style_name = (paragraph.style.name or "") if paragraph.style is not None else ""
+        except Exception:
+            style_name = ""
+        if style_name.strip().lower() in ("title", "heading 1", "标题", "标题 1"):
+            return " ".join(text.split())
+        return None
+    return None
+
+
+def _read_docx(file_name: str, data: bytes) -> Extracted:
+    _check_docx_container(file_name, data)
+    try:
+        import docx
+        from docx.oxml.ns import qn
+        from docx.table import Table
+        from docx.text.paragraph import Paragraph
+
+        doc = docx.Document(io.BytesIO(data))
+        body = doc.element.body
+        blocks: list[Block] = []
+        paragraphs: list[Paragraph] = []
+        for item in _docx_body_items(body):
+            if item.tag == qn("w:p"):
+                paragraph = Paragraph(item, doc)
+                paragraphs.append(paragraph)
+                text = paragraph.text.rstrip()
+                if text.strip():
+                    blocks.append(TextBlock(text))
+            else:
+                table = _docx_table(Table(item, doc))
+                if table is not None:
+                    blocks.append(table)
+        title = _docx_title(doc, paragraphs)
+    except IngestError:
+        raise
+    except Exception:
+        log.info("could not parse DOCX %s", file_name, exc_info=True)
+        raise _damaged(file_name, ".docx") from None
+
+    if not blocks:
+        raise _no_text(file_name)
+    return Extracted(
+        file_name=file_name,
+        title=title or _stem(file_name),
+        blocks=blocks,
+        hard_wrapped=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# PDF
+# --------------------------------------------------------------------------------------------
+
+
+def _meaningful_chars(text: str) -> int:
+    count = 0
+    for ch in text:
+        if ch.isspace() or ch == "\ufffd":
+            continue
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Co", "Cs", "Cn"):  # controls, private use, unassigned: glyph junk
+            continue
+        count += 1
+    return count
+
+
+def _read_pdf(file_name: str, data: bytes) -> Extracted:
+    if b"%PDF-" not in data[:1024]:
+        raise _damaged(file_name, ".pdf")
+
+    import pypdf
+    from pypdf.errors import DependencyError, FileNotDecryptedError
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                unlocked = reader.decrypt("")
+            except DependencyError:  # AES without a crypto backend: we cannot open it either way
+                raise _encrypted(file_name) from None
+            if not unlocked:
+                raise _encrypted(file_name)
+        pages = list(reader.pages)
+    except IngestError:
+        raise
+    except FileNotDecryptedError:
+        raise _encrypted(file_name) from None
+    except Exception:
+        log.info("could not parse PDF %s", file_name, exc_info=True)
+        raise _damaged(file_name, ".pdf") from None
+    if not pages:
+        raise _damaged(file_name, ".pdf")
+
+    lines: list[str] = []
+    failed = 0
+    for number, page in enumerate(pages, start=1):
+        try:
+            page_text = page.extract_text() or ""
+        except FileNotDecryptedError:
+            raise _encrypted(file_name) from None
+        except Exception:
+            log.info("could not extract page %d of %s", number, file_name, exc_info=True)
+            failed += 1
+            continue
+        # Trim blank lines at page edges so a page break does not look like a paragraph break.
+        page_lines = _split_lines(page_text.replace("\x00", ""))
+        lines.extend(b.text for b in _line_blocks(page_lines) if isinstance(b, TextBlock))
+
+    if failed == len(pages):
+        raise _damaged(file_name, ".pdf")
+    if _meaningful_chars("".join(lines)) < MIN_PDF_TEXT_CHARS:
+        raise IngestError(
+            file_name,
+            "no text layer (scanned PDF?); please upload a PDF with selectable text, or DOCX/TXT",
+            "PDF 中没有可提取的文字（可能是扫描件），请上传可以选中文字的 PDF，或 DOCX/TXT 文件",
+        )
+    return Extracted(
+        file_name=file_name,
+        title=_stem(file_name),
+        blocks=_line_blocks(lines),
+        hard_wrapped=True,
+    )
