@@ -1,0 +1,178 @@
+"""``yilian`` — the command line. The knowledge commands' interface is fixed (tools rely on it):
+
+    yilian ingest PATH...            yilian docs list         yilian docs remove TITLE
+    yilian ask "Q" [--json]          yilian eval --questions FILE.jsonl [--details OUT.jsonl]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bot.config import load_settings
+from bot.context import AppContext, build_context
+from bot.logging_setup import setup_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="YiLian Assistant (医联助手)")
+docs_app = typer.Typer(no_args_is_help=True, help="Policy documents in the knowledge base.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(docs_app, name="docs")
+app.add_typer(db_app, name="db")
+
+
+def _context() -> AppContext:
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    return build_context(settings)
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files (PDF, DOCX, TXT, MD) or folders."),
+    consortium: Optional[str] = typer.Option(None, help="Code of the consortium the documents govern."),
+    title: Optional[str] = typer.Option(None, help="Title to register (single file only)."),
+    by: str = typer.Option("cli", help="Who uploads (recorded in the registry and audit log)."),
+) -> None:
+    """Add or replace policy documents. Unchanged files are skipped."""
+    from knowledge.extract_types import IngestError
+    from knowledge.readers import SUPPORTED_SUFFIXES
+
+    ctx = _context()
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in SUPPORTED_SUFFIXES)
+        else:
+            files.append(p)
+    if title and len(files) != 1:
+        typer.echo("--title needs exactly one file", err=True)
+        raise typer.Exit(2)
+    failures = 0
+    for f in files:
+        try:
+            res = ctx.kb.ingest_path(f, uploaded_by=by, consortium=consortium, title=title)
+        except IngestError as exc:
+            failures += 1
+            typer.echo(f"✗ {exc.file_name}: {exc.reason} ({exc.reason_zh})", err=True)
+            continue
+        typer.echo(f"✓ {res.status:9} {res.title}  v{res.version}  {res.chunk_count} chunks")
+    raise typer.Exit(1 if failures else 0)
+
+
+@docs_app.command("list")
+def docs_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List indexed documents."""
+    docs = _context().kb.documents()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "title": d.title,
+                        "file_name": d.file_name,
+                        "version": d.version,
+                        "consortium": d.consortium,
+                        "chunks": d.chunk_count,
+                        "uploaded_by": d.uploaded_by,
+                        "updated_at": d.updated_at.isoformat(),
+                        "sha256": d.sha256,
+                    }
+                    for d in docs
+                ],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    if not docs:
+        typer.echo("(no documents)")
+    for d in docs:
+        typer.echo(f"{d.title}\tv{d.version}\t{d.chunk_count} chunks\t{d.consortium or '-'}\t{d.file_name}")
+
+
+@docs_app.command("remove")
+def docs_remove(title: str) -> None:
+    """Remove a document (by title) from every index."""
+    if _context().kb.remove(title):
+        typer.echo(f"removed: {title}")
+    else:
+        typer.echo(f"no document titled {title!r}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    question: str,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable answer with citations."),
+    consortium: Optional[str] = typer.Option(None, help="Prefer this consortium's documents."),
+) -> None:
+    """Answer a policy question from the indexed documents."""
+    answer = _context().kb.ask(question, consortium=consortium)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "question": answer.question,
+                    "answer": answer.text,
+                    "refused": answer.refused,
+                    "language": answer.language,
+                    "citations": answer.citations,
+                    "passages": [
+                        {"id": h.chunk.id, "citation": h.chunk.citation, "score": round(h.score, 4), "text": h.chunk.text}
+                        for h in answer.hits[:5]
+                    ],
+                    "ms": round(answer.ms, 2),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(answer.text)
+
+
+@app.command("eval")
+def eval_cmd(
+    questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False),
+    details: Optional[Path] = typer.Option(None, "--details"),
+) -> None:
+    """Evaluate retrieval and answers on a question set; prints one JSON object."""
+    from knowledge.evaluation import evaluate, load_questions
+
+    summary = evaluate(_context().kb, load_questions(questions), details)
+    typer.echo(summary.to_json())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (creates the database on first run)."""
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    build_context(settings, migrate=True).close()
+    typer.echo("database is up to date")
+
+
+@app.command()
+def bootstrap() -> None:
+    """Index the sample policies (skipping unchanged ones) so a fresh install can answer at once."""
+    from knowledge.samples import sample_policies
+
+    ctx = _context()
+    for path, consortium in sample_policies():
+        res = ctx.kb.ingest_path(path, uploaded_by="bootstrap", consortium=consortium)
+        typer.echo(f"{res.status:9} {res.title}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

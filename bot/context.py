@@ -1,0 +1,56 @@
+"""Builds the long-lived objects of a process from Settings: database, knowledge base, etc.
+
+Expensive pieces (the embedder, Chroma) are created on first use so that commands which do not
+need them (``yilian db upgrade``, ``yilian directory import``) start instantly.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.config import Settings
+from storage.db import init_db, make_engine, make_session_factory
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    _kb_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def kb(self):
+        """The knowledge base (loads the embedder and opens Chroma on first use)."""
+        from knowledge.embeddings import make_embedder
+        from knowledge.llm import make_synthesizer
+        from knowledge.service import KnowledgeBase
+        from knowledge.vector_index import ChromaIndex
+
+        with self._kb_lock:
+            embedder = make_embedder(self.settings.embedding_model)
+            vectors = ChromaIndex(
+                path=self.settings.chroma_path, url=self.settings.chroma_url, collection=embedder.name
+            )
+            return KnowledgeBase(
+                self.sessions,
+                embedder,
+                vectors,
+                max_upload_bytes=self.settings.max_upload_bytes,
+                synthesizer=make_synthesizer(self.settings),
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_context(settings: Settings, *, migrate: bool = True) -> AppContext:
+    engine = make_engine(settings.resolved_database_url)
+    if migrate:
+        init_db(engine)
+    return AppContext(settings=settings, engine=engine, sessions=make_session_factory(engine))

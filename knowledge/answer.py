@@ -1,0 +1,138 @@
+"""Extractive answers: the one to three best clauses, quoted, each with where it comes from.
+
+Pure functions over retrieval hits. The answer never says anything the quoted clauses do not:
+its only own words are the framing ("根据…" / "According to…") and the refusal. It always fits in
+one WeCom message (2048 bytes of UTF-8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from knowledge.textnorm import fold, split_sentences, truncate_utf8, utf8_len
+
+MAX_ANSWER_BYTES = 2048
+MAX_QUOTES = 3
+# Evidence strength (IDF-weighted share of the question's terms found in one clause) below which
+# the policies are taken not to cover the question.
+MIN_COVERAGE = 0.3
+SECONDARY_RATIO = 0.85  # a second/third clause is quoted only when nearly as relevant
+
+
+@dataclass(frozen=True)
+class Quote:
+    citation: str
+    text: str
+    chunk_id: str
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    refused: bool
+    language: str  # "zh" | "en"
+    quotes: list[Quote] = field(default_factory=list)
+    hits: list = field(default_factory=list)
+    ms: float = 0.0
+    synthesized: bool = False
+
+    @property
+    def citations(self) -> list[str]:
+        return [q.citation for q in self.quotes]
+
+
+REFUSAL_ZH = (
+    "抱歉，在已收录的医联体政策文件中没有找到与此问题直接相关的规定，我不能凭空作答。\n"
+    "建议咨询本院医务科或医联体办公室（联络员），或请管理员上传相关文件后再问。\n"
+    "发送“帮助”可查看我能做什么。"
+)
+REFUSAL_EN = (
+    "Sorry, I could not find a rule on this in the consortium's indexed policy documents, and I will "
+    "not guess. Please ask your hospital's medical affairs office or the consortium liaison officer, "
+    "or ask an admin to upload the relevant document. Send \"help\" to see what I can do."
+)
+EMPTY_KB_ZH = "知识库中还没有任何政策文件。请管理员先上传文件（PDF、DOCX、TXT 或 MD）。"
+EMPTY_KB_EN = "The knowledge base has no policy documents yet. Please ask an admin to upload some."
+
+
+def evidence_strength(hits: list) -> float:
+    return max((h.coverage for h in hits[:5]), default=0.0)
+
+
+def compose(question: str, hits: list, *, language: str) -> Answer:
+    """Quote the best clauses for ``question``, or refuse when the evidence is weak."""
+    if not hits or evidence_strength(hits) < MIN_COVERAGE:
+        return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
+    chosen = [hits[0]]
+    for hit in hits[1:]:
+        if len(chosen) == MAX_QUOTES:
+            break
+        if hit.score < SECONDARY_RATIO * hits[0].score:
+            break
+        if any(_overlaps(hit.chunk, c.chunk) for c in chosen):
+            continue
+        chosen.append(hit)
+    header = "According to the policy documents (quoted in the original Chinese):" if language == "en" else ""
+    budget = MAX_ANSWER_BYTES - utf8_len(header) - 8
+    quotes: list[Quote] = []
+    for i, hit in enumerate(chosen):
+        remaining = budget - sum(utf8_len(_format_quote(q, language, len(chosen) > 1, k)) for k, q in enumerate(quotes))
+        per_quote = remaining // (len(chosen) - i)
+        citation = hit.chunk.citation
+        text_budget = per_quote - utf8_len(citation) - 24
+        if text_budget < 60:
+            break
+        quotes.append(Quote(citation, _excerpt(hit.chunk.body, question, text_budget), hit.chunk.id))
+    parts = [header] if header else []
+    parts += [_format_quote(q, language, len(quotes) > 1, k) for k, q in enumerate(quotes)]
+    text = "\n\n".join(parts)
+    return Answer(question, truncate_utf8(text, MAX_ANSWER_BYTES), False, language, quotes, hits)
+
+
+def _format_quote(quote: Quote, language: str, numbered: bool, index: int) -> str:
+    prefix = f"{index + 1}. " if numbered else ""
+    source = "Source" if language == "en" else "出处"
+    return f"{prefix}“{quote.text}”\n—— {source}：{quote.citation}"
+
+
+def _overlaps(a, b) -> bool:
+    """Two chunks that quote the same words (a list clause and one of its items)."""
+    fa, fb = fold(a.body), fold(b.body)
+    return fa in fb or fb in fa
+
+
+def _excerpt(body: str, question: str, max_bytes: int) -> str:
+    """The whole clause when it fits; otherwise the sentences that share most with the question."""
+    body = body.replace("\n", " ").strip()
+    if utf8_len(body) <= max_bytes:
+        return body
+    sentences = split_sentences(body)
+    q = set(_bigrams(fold(question)))
+    scored = sorted(
+        range(len(sentences)),
+        key=lambda i: (-len(q & set(_bigrams(fold(sentences[i])))), i),
+    )
+    keep: list[int] = []
+    used = 0
+    for i in scored:
+        size = utf8_len(sentences[i]) + 3
+        if used + size > max_bytes:
+            continue
+        keep.append(i)
+        used += size
+    if not keep:
+        return truncate_utf8(sentences[scored[0]] if sentences else body, max_bytes)
+    keep.sort()
+    out = []
+    for j, i in enumerate(keep):
+        if j and i != keep[j - 1] + 1:
+            out.append("…")
+        out.append(sentences[i])
+    if keep[-1] != len(sentences) - 1:
+        out.append("…")
+    return "".join(out)
+
+
+def _bigrams(text: str) -> list[str]:
+    return [text[i : i + 2] for i in range(len(text) - 1)]

@@ -1,0 +1,324 @@
+"""The knowledge base: one object that ingests, removes, retrieves and answers.
+
+SQL holds the documents and the live chunk set; Chroma holds their vectors; BM25 lives in memory
+and is rebuilt whenever ``knowledge_state.generation`` moves (any process may have changed the
+documents). A document swap writes the new vectors first, then switches the live chunk set in one
+SQL transaction, then deletes the old vectors: at no moment can an old chunk be served, because
+retrieval only returns ids that SQL says are live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, Answer, compose
+from knowledge.chunking import chunk_document
+from knowledge.embeddings import Embedder
+from knowledge.extract_types import IngestError
+from knowledge.tokenize import english_to_chinese_terms, tokenize
+from knowledge.textnorm import is_mostly_latin
+from knowledge.vector_index import ChromaIndex
+from storage.models import Chunk, Document, KnowledgeState
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60
+DENSE_CANDIDATES = 40
+COVERAGE_WEIGHT = float(__import__("os").environ.get("YILIAN_CW", "0.6"))
+
+
+@dataclass(frozen=True)
+class ChunkView:
+    id: str
+    document_title: str
+    consortium: str | None
+    heading_path: tuple[str, ...]
+    clause_no: str | None
+    kind: str
+    body: str
+    text: str
+    tokens: frozenset[str]
+
+    @property
+    def citation(self) -> str:
+        """《document》 › section › clause — where a quoted rule comes from."""
+        return " › ".join([f"《{self.document_title}》", *self.heading_path])
+
+
+@dataclass
+class Hit:
+    chunk: ChunkView
+    score: float
+    bm25: float = 0.0
+    dense: float = 0.0
+    coverage: float = 0.0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    title: str
+    status: str  # "added" | "updated" | "unchanged"
+    version: int
+    chunk_count: int
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    title: str
+    file_name: str
+    version: int
+    consortium: str | None
+    chunk_count: int
+    uploaded_by: str | None
+    updated_at: datetime
+    sha256: str
+
+
+@dataclass
+class _Snapshot:
+    generation: int
+    chunks: list[ChunkView] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)
+    bm25: object | None = None
+    idf: dict[str, float] = field(default_factory=dict)
+    unknown_idf: float = 1.0
+
+
+class KnowledgeBase:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        embedder: Embedder,
+        vectors: ChromaIndex,
+        *,
+        max_upload_bytes: int = 20 * 1024 * 1024,
+        synthesizer: object | None = None,
+    ) -> None:
+        self._synthesizer = synthesizer
+        self._sessions = session_factory
+        self._embedder = embedder
+        self._vectors = vectors
+        self._max_upload_bytes = max_upload_bytes
+        self._snapshot = _Snapshot(generation=-1)
+        self._reload_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------
+    # documents
+
+    def ingest_bytes(
+        self,
+        file_name: str,
+        data: bytes,
+        *,
+        uploaded_by: str | None = None,
+        consortium: str | None = None,
+        title: str | None = None,
+    ) -> IngestResult:
+        """Add or replace one document. Raises IngestError (index untouched) on bad input."""
+        from knowledge.readers import extract
+
+        extracted = extract(file_name, data, max_bytes=self._max_upload_bytes)
+        title = (title or extracted.title).strip()
+        sha = hashlib.sha256(data).hexdigest()
+        with self._write_lock, self._sessions() as session:
+            doc = session.scalar(select(Document).where(Document.title == title))
+            if doc is not None and doc.sha256 == sha and (consortium is None or consortium == doc.consortium):
+                return IngestResult(title, "unchanged", doc.version, doc.chunk_count)
+            drafts = chunk_document(extracted, consortium)
+            if not drafts:
+                raise IngestError(file_name, "no readable text found", "文件中没有可识别的正文文字")
+            version = (doc.version + 1) if doc else 1
+            key = hashlib.sha1(title.encode("utf-8")).hexdigest()[:10]
+            ids = [f"{key}-v{version}-{d.seq}" for d in drafts]
+            texts = [d.text(title) for d in drafts]
+            vectors = self._embedder.encode(texts)
+            consortium = consortium if consortium is not None else (doc.consortium if doc else None)
+            self._vectors.upsert(
+                ids, vectors, [{"document": title, "version": version, "consortium": consortium or ""} for _ in ids]
+            )
+            old_ids: list[str] = []
+            try:
+                now = datetime.now(timezone.utc)
+                if doc is None:
+                    doc = Document(title=title, created_at=now)
+                    session.add(doc)
+                else:
+                    old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+                    session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+                doc.file_name = file_name
+                doc.sha256 = sha
+                doc.version = version
+                doc.consortium = consortium
+                doc.uploaded_by = uploaded_by
+                doc.chunk_count = len(drafts)
+                doc.updated_at = now
+                session.flush()
+                session.add_all(
+                    Chunk(
+                        id=cid,
+                        document_id=doc.id,
+                        seq=d.seq,
+                        kind=d.kind,
+                        clause_no=d.clause_no,
+                        heading_path=d.heading_path,
+                        text=d.body,
+                        tokens=" ".join(tokenize(text)),
+                    )
+                    for cid, d, text in zip(ids, drafts, texts)
+                )
+                _bump_generation(session)
+                session.commit()
+            except Exception:
+                session.rollback()
+                self._vectors.delete(ids)
+                raise
+        if old_ids:
+            self._vectors.delete(old_ids)
+        status = "updated" if version > 1 else "added"
+        log.info("document %s", status, extra={"title": title, "version": version, "chunks": len(drafts)})
+        return IngestResult(title, status, version, len(drafts))
+
+    def ingest_path(self, path: Path, **kwargs: object) -> IngestResult:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IngestError(path.name, f"cannot read file: {exc.strerror}", "无法读取文件") from exc
+        return self.ingest_bytes(path.name, data, **kwargs)  # type: ignore[arg-type]
+
+    def remove(self, title: str) -> bool:
+        """Delete a document from SQL and the vector index. False if no such title."""
+        with self._write_lock, self._sessions() as session:
+            doc = session.scalar(select(Document).where(Document.title == title))
+            if doc is None:
+                return False
+            ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            session.delete(doc)
+            _bump_generation(session)
+            session.commit()
+        self._vectors.delete(ids)
+        return True
+
+    def documents(self) -> list[DocumentInfo]:
+        with self._sessions() as session:
+            return [
+                DocumentInfo(
+                    d.title, d.file_name, d.version, d.consortium, d.chunk_count, d.uploaded_by, d.updated_at, d.sha256
+                )
+                for d in session.scalars(select(Document).order_by(Document.title))
+            ]
+
+    # ------------------------------------------------------------------------------------
+    # retrieval
+
+    def snapshot(self) -> _Snapshot:
+        """The live chunk set, reloaded when another writer (or process) changed it."""
+        with self._sessions() as session:
+            generation = session.scalar(select(KnowledgeState.generation).where(KnowledgeState.id == 1)) or 0
+            if generation == self._snapshot.generation:
+                return self._snapshot
+            with self._reload_lock:
+                if generation != self._snapshot.generation:
+                    self._snapshot = _load_snapshot(session, generation)
+        return self._snapshot
+
+    def retrieve(self, question: str, *, consortium: str | None = None, k: int = 10) -> list[Hit]:
+        snap = self.snapshot()
+        if not snap.chunks:
+            return []
+        query_text = question
+        if is_mostly_latin(question):
+            query_text = f"{question} {english_to_chinese_terms(question)}"
+        q_tokens = tokenize(query_text)
+        bm25_scores = np.asarray(snap.bm25.get_scores(q_tokens)) if q_tokens else np.zeros(len(snap.chunks))
+        vector = self._embedder.encode([question])[0]
+        dense_pairs = [
+            (snap.position[cid], sim) for cid, sim in self._vectors.query(vector, DENSE_CANDIDATES) if cid in snap.position
+        ]
+        fused: dict[int, float] = {}
+        bm25_order = np.argsort(-bm25_scores)[:DENSE_CANDIDATES]
+        for rank, pos in enumerate(bm25_order):
+            if bm25_scores[pos] <= 0:
+                break
+            fused[int(pos)] = fused.get(int(pos), 0.0) + 1.0 / (RRF_K + rank)
+        dense_by_pos = dict(dense_pairs)
+        for rank, (pos, _sim) in enumerate(dense_pairs):
+            fused[pos] = fused.get(pos, 0.0) + 1.0 / (RRF_K + rank)
+        # Query terms the corpus never uses weigh the most: they are the best evidence that the
+        # policies do not speak about the subject at all.
+        q_weights = {t: snap.idf.get(t, snap.unknown_idf) for t in set(q_tokens)}
+        total_idf = sum(q_weights.values()) or 1.0
+        hits = []
+        for pos, score in fused.items():
+            chunk = snap.chunks[pos]
+            coverage = sum(w for t, w in q_weights.items() if t in chunk.tokens) / total_idf
+            final = score * RRF_K + COVERAGE_WEIGHT * coverage
+            if consortium and chunk.consortium == consortium:
+                final *= 1.1
+            hits.append(Hit(chunk, final, float(bm25_scores[pos]), float(dense_by_pos.get(pos, 0.0)), coverage))
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:k]
+
+
+    def ask(self, question: str, *, consortium: str | None = None) -> Answer:
+        """Answer a policy question from the indexed documents (extractive, or LLM when set)."""
+        started = time.perf_counter()
+        question = question.strip()
+        language = "en" if is_mostly_latin(question) else "zh"
+        if not self.snapshot().chunks:
+            text = EMPTY_KB_EN if language == "en" else EMPTY_KB_ZH
+            return Answer(question, text, True, language, ms=(time.perf_counter() - started) * 1000)
+        hits = self.retrieve(question, consortium=consortium)
+        answer = compose(question, hits, language=language)
+        if self._synthesizer is not None and not answer.refused:
+            answer = self._synthesizer.improve(answer)
+        answer.ms = (time.perf_counter() - started) * 1000
+        return answer
+
+
+def _bump_generation(session: Session) -> None:
+    state = session.get(KnowledgeState, 1)
+    if state is None:
+        session.add(KnowledgeState(id=1, generation=1))
+    else:
+        state.generation += 1
+
+
+def _load_snapshot(session: Session, generation: int) -> _Snapshot:
+    from rank_bm25 import BM25Okapi
+
+    rows = session.execute(
+        select(Chunk, Document.title, Document.consortium).join(Document).order_by(Document.title, Chunk.seq)
+    ).all()
+    chunks = []
+    corpus = []
+    for chunk, title, consortium in rows:
+        tokens = chunk.tokens.split()
+        corpus.append(tokens)
+        path = tuple(chunk.heading_path or ())
+        text = " › ".join([title, *path]) + "\n" + chunk.text
+        chunks.append(
+            ChunkView(chunk.id, title, consortium, path, chunk.clause_no, chunk.kind, chunk.text, text, frozenset(tokens))
+        )
+    snap = _Snapshot(generation=generation, chunks=chunks, position={c.id: i for i, c in enumerate(chunks)})
+    if corpus:
+        bm25 = BM25Okapi(corpus)
+        snap.bm25 = bm25
+        snap.idf = {t: max(v, 0.0) for t, v in bm25.idf.items()}
+        snap.unknown_idf = max(snap.idf.values(), default=1.0)
+    return snap
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000.0

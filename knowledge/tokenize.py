@@ -1,0 +1,124 @@
+"""Tokenisation for BM25: jieba with a consortium glossary, plus an English→Chinese term map.
+
+jieba splits domain compounds badly out of the box (双向 / 转诊, 联席 / 会议); the glossary keeps
+them whole. Search-mode segmentation then also emits their parts, so "转诊" still matches
+"双向转诊". English questions are mapped to the Chinese policy vocabulary so that BM25 can take
+part for them too; the dense encoder is multilingual and handles the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+
+GLOSSARY = [
+    "医联体", "医共体", "医疗联合体", "医疗共同体", "城市医疗集团", "医疗集团", "专科联盟", "远程医疗协作网",
+    "双向转诊", "上转", "下转", "联席会议", "理事会", "理事长", "副理事长", "例会", "进修", "下派", "坐诊",
+    "绿色通道", "家庭医生", "签约服务", "分级诊疗", "基层首诊", "急慢分治", "上下联动", "牵头医院", "成员单位",
+    "核心医院", "卫生院", "社区卫生服务中心", "对口支援", "对口帮扶", "多点执业", "医保支付", "总额付费",
+    "检查检验", "结果互认", "消毒供应中心", "病理检验中心", "影像诊断中心", "远程会诊", "绩效考核",
+    "慢性病", "康复", "护理院", "医养结合", "为老服务", "公共卫生", "疾控", "六不变", "五个不变",
+    "五位一体", "延伸病房", "联合查房", "规培", "轮训", "巡诊", "义诊", "会诊", "专家团队", "县域",
+    "配药量", "处方流动", "同质化", "紧密型", "联系人", "负责人", "办公室主任", "签约医生",
+]
+
+# English phrases → Chinese policy terms (longest phrases first when matching).
+EN_ZH = {
+    "two-way referral": "双向转诊", "two way referral": "双向转诊", "referral": "转诊", "refer": "转诊",
+    "upward": "上转", "downward": "下转", "green channel": "绿色通道", "fast track": "绿色通道",
+    "joint meeting": "联席会议", "board of directors": "理事会", "board": "理事会", "council": "理事会",
+    "chairman": "理事长", "vice chairman": "副理事长", "director": "主任", "regular meeting": "例会",
+    "medical consortium": "医联体", "consortium": "医联体", "medical alliance": "医联体",
+    "medical community": "医共体", "county": "县域", "medical group": "医疗集团", "hospital group": "医疗集团",
+    "specialist alliance": "专科联盟", "specialty alliance": "专科联盟", "telemedicine": "远程医疗",
+    "remote consultation": "远程会诊", "training": "进修 培训", "further study": "进修", "advanced study": "进修",
+    "seconded": "下派", "secondment": "下派", "dispatched": "下派", "outpatient clinic": "坐诊",
+    "family doctor": "家庭医生", "contracted": "签约", "signing": "签约", "coverage": "覆盖率",
+    "tiered": "分级诊疗", "hierarchical": "分级诊疗", "primary care": "基层", "grassroots": "基层",
+    "township": "乡镇卫生院", "community health": "社区卫生服务中心", "member": "成员单位",
+    "lead hospital": "牵头医院", "core hospital": "核心医院", "insurance": "医保", "payment": "支付",
+    "chronic": "慢性病", "prescription": "处方 配药", "medicine": "药品 配药", "rehabilitation": "康复",
+    "elderly": "老年 养老", "nursing": "护理", "meeting": "会议", "how often": "每年 定期", "frequency": "每年 定期",
+    "contact": "联系人", "contact person": "联系人", "office": "办公室", "goal": "目标", "target": "目标",
+    "principle": "原则", "exclusive": "排他性", "rights": "权利", "obligations": "义务", "duties": "职责",
+    "assessment": "考核", "performance": "绩效", "information platform": "信息平台", "emergency": "急救",
+    "stroke": "卒中", "chest pain": "胸痛", "trauma": "创伤", "pathology": "病理", "imaging": "影像",
+    "laboratory": "检验", "disinfection": "消毒供应", "mutual recognition": "互认", "results": "结果",
+    "priority": "优先", "patients": "患者", "patient": "患者", "doctor": "医师 医生", "physician": "医师",
+    "nurse": "护士", "staff": "人员", "hospital": "医院", "clinic": "诊所 卫生所", "standard": "标准",
+    "criteria": "标准", "condition": "条件", "requirement": "要求", "join": "加入", "sign": "签约",
+    "years": "年", "year": "年", "work": "工作", "period": "期间", "stay": "工作",
+}
+
+STOPWORDS = set(
+    "的 了 和 与 及 或 在 是 为 对 由 等 以 将 把 被 从 向 于 之 其 这 那 有 要 可 能 会 个 中 上 下 "
+    "吗 呢 吧 啊 么 什么 怎么 怎样 如何 哪些 哪个 哪里 哪 多少 几 是否 有没有 请问 一下 我们 我 你 他 她 它 "
+    "规定 规定了 问题 情况 方面 相关 有关 进行 开展 需要 应当 应该 可以".split()
+)
+EN_STOPWORDS = set(
+    "a an the of to in on for and or is are was were be what which who whom how when where why does do "
+    "did our my your their its it this that these those with by at as from about into can should must "
+    "there any some please tell me i we you".split()
+)
+
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
+_STOP_BIGRAMS = {"什么", "哪些", "怎么", "如何", "是否", "多少", "哪个", "是什", "么？", "有哪", "请问"}
+_PUNCT = re.compile(r"^[\W_]+$", re.UNICODE)
+_EN_WORD = re.compile(r"[a-z][a-z\-']*")
+_lock = threading.Lock()
+_ready = False
+
+
+def _init() -> None:
+    global _ready
+    if _ready:
+        return
+    with _lock:
+        if _ready:
+            return
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        for word in GLOSSARY:
+            jieba.add_word(word, freq=200000)
+        jieba.initialize()
+        _ready = True
+
+
+def tokenize(text: str) -> list[str]:
+    """Search-mode jieba tokens of ``text`` (NFKC-folded), stop words and punctuation removed."""
+    _init()
+    import jieba
+
+    folded = unicodedata.normalize("NFKC", text).lower()
+    # spaces between CJK characters are layout noise; spaces between Latin words are real
+    folded = re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", folded)
+    out = []
+    for tok in jieba.lcut_for_search(folded):
+        tok = tok.strip()
+        if not tok or tok in STOPWORDS or tok in EN_STOPWORDS or _PUNCT.match(tok):
+            continue
+        out.append(tok)
+    # Character bigrams make matching independent of how jieba happened to segment a phrase
+    # ("市医联会" vs "医联 / 会"); they are prefixed so they never collide with words.
+    for run in _CJK_RUN.findall(folded):
+        out.extend("#" + run[i : i + 2] for i in range(len(run) - 1) if run[i : i + 2] not in _STOP_BIGRAMS)
+    return out
+
+
+def english_to_chinese_terms(text: str) -> str:
+    """The Chinese policy terms an English question refers to ("" when none are known)."""
+    lowered = unicodedata.normalize("NFKC", text).lower()
+    terms: list[str] = []
+    for phrase in sorted(EN_ZH, key=len, reverse=True):
+        if re.search(rf"\b{re.escape(phrase)}", lowered):
+            terms.append(EN_ZH[phrase])
+            lowered = lowered.replace(phrase, " ")
+    return " ".join(terms)
+
+
+def content_words(text: str) -> list[str]:
+    """English content words of ``text`` (for refusal checks of English questions)."""
+    return [w for w in _EN_WORD.findall(text.lower()) if w not in EN_STOPWORDS]
