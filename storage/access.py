@@ -1,0 +1,104 @@
+"""Every permission rule of the application, in one place.
+
+Pure functions over ``Staff`` / ``Institution`` data (no queries, except the documented fallback
+in ``can_view_referral``). ``None`` stands for an unbound user (unknown Telegram account, web
+visitor). A deactivated staff member is treated like an unbound user.
+
+Rules:
+
+* policy questions: everyone, bound or not;
+* managing policy documents (upload, replace, remove): admins (optionally only of the
+  consortium the document belongs to);
+* managing users (invites, roles, directory import): admins;
+* viewing a referral: physicians and liaisons only when their own institution sends or receives
+  it; admins for any referral touching an institution of their consortium;
+* creating a referral: physicians and liaisons.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy.orm import object_session
+
+from storage.models.directory import ROLE_ADMIN, ROLE_LIAISON, ROLE_PHYSICIAN, Institution, Staff
+
+DENIED_MANAGE_DOCUMENTS_ZH = "抱歉，只有管理员可以上传、更新或删除政策文件。"
+DENIED_MANAGE_USERS_ZH = "抱歉，只有管理员可以管理人员、角色和邀请码。"
+DENIED_VIEW_REFERRAL_ZH = "抱歉，您无权查看这条转诊记录：仅转出或接收机构的医生、联络员及本医联体管理员可以查看。"
+DENIED_CREATE_REFERRAL_ZH = "抱歉，只有已绑定的医生或联络员可以发起转诊。"
+NOT_BOUND_ZH = "您尚未绑定医联体人员身份，请使用管理员发放的邀请码完成绑定。"
+
+
+class InstitutionLike(Protocol):
+    id: int
+    consortium_id: int
+
+
+def _active(staff: Staff | None) -> bool:
+    return staff is not None and bool(staff.active)
+
+
+def _consortium_id(staff: Staff) -> int | None:
+    inst = staff.institution
+    return inst.consortium_id if inst is not None else None
+
+
+def is_admin(staff: Staff | None) -> bool:
+    return _active(staff) and staff.has_role(ROLE_ADMIN)  # type: ignore[union-attr]
+
+
+def can_ask_policy(staff: Staff | None) -> bool:
+    """Everyone may ask policy questions, bound or not."""
+    return True
+
+
+def can_manage_documents(staff: Staff | None, consortium_code: str | None = None) -> bool:
+    """Admins; when ``consortium_code`` (the document's consortium) is given, only its admins."""
+    if not is_admin(staff):
+        return False
+    if consortium_code is None:
+        return True
+    inst = staff.institution  # type: ignore[union-attr]
+    return inst is not None and inst.consortium is not None and inst.consortium.code == consortium_code
+
+
+def can_manage_users(staff: Staff | None) -> bool:
+    return is_admin(staff)
+
+
+def can_create_referral(staff: Staff | None) -> bool:
+    return _active(staff) and (staff.has_role(ROLE_PHYSICIAN) or staff.has_role(ROLE_LIAISON))  # type: ignore[union-attr]
+
+
+def can_view_referral(staff: Staff | None, sending_institution: InstitutionLike | int,
+                      receiving_institution: InstitutionLike | int) -> bool:
+    """May ``staff`` see a referral from ``sending_institution`` to ``receiving_institution``?
+
+    Institutions may be given as objects or ids. With bare ids the admin rule needs the
+    institutions' consortium, which is looked up through the staff object's session; when that is
+    impossible the answer is False (fail closed).
+    """
+    if not _active(staff):
+        return False
+    assert staff is not None
+    ends = (sending_institution, receiving_institution)
+    end_ids = {e if isinstance(e, int) else e.id for e in ends}
+    if (staff.has_role(ROLE_PHYSICIAN) or staff.has_role(ROLE_LIAISON)) and staff.institution_id in end_ids:
+        return True
+    if staff.has_role(ROLE_ADMIN):
+        mine = _consortium_id(staff)
+        return mine is not None and any(_consortium_of(staff, e) == mine for e in ends)
+    return False
+
+
+def _consortium_of(staff: Staff, inst: InstitutionLike | int) -> int | None:
+    if not isinstance(inst, int):
+        return inst.consortium_id
+    if staff.institution is not None and staff.institution.id == inst:
+        return staff.institution.consortium_id
+    session = object_session(staff)
+    if session is None:
+        return None
+    found = session.get(Institution, inst)
+    return found.consortium_id if found is not None else None
