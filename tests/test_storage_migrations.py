@@ -17,6 +17,7 @@ pytest_plugins = ("storage.testing",)  # db_engine, session fixtures
 ALL_TABLES = {
     "documents", "chunks", "knowledge_state", "consortia", "institutions", "staff", "invite_codes",
     "audit_log", "dialog_state", "processed_updates",
+    "outbox_messages", "inbound_messages", "channel_tokens",  # 0002 channel delivery
 }
 
 

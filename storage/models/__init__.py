@@ -14,6 +14,7 @@ from storage.models.directory import (
     Staff,
 )
 from storage.models.knowledge import Chunk, Document, KnowledgeState
+from storage.models.outbox import ChannelToken, InboundMessage, OutboxMessage
 from storage.models.runtime import DialogState, ProcessedUpdate
 
 __all__ = [
@@ -24,13 +25,16 @@ __all__ = [
     "ROLE_LIAISON",
     "ROLE_PHYSICIAN",
     "AuditLog",
+    "ChannelToken",
     "Chunk",
     "Consortium",
     "DialogState",
     "Document",
+    "InboundMessage",
     "Institution",
     "InviteCode",
     "KnowledgeState",
+    "OutboxMessage",
     "ProcessedUpdate",
     "Staff",
 ]
