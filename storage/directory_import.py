@@ -396,7 +396,8 @@ def _unknown_keys(item: _LineDict, allowed: set[str], what: str, report: ImportR
         report.error(item.line, f"{what}含有无法识别的字段：{', '.join(extra)}（允许：{', '.join(sorted(allowed))}）")
 
 
-def _parse_yaml(text: str, report: ImportReport) -> _Parsed:
+def _parse_yaml(text: str, report: ImportReport) -> _Parsed | None:
+    """Records of every well-formed item; None if the file as a whole cannot be read."""
     parsed = _Parsed()
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
@@ -404,10 +405,10 @@ def _parse_yaml(text: str, report: ImportReport) -> _Parsed:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         report.error(mark.line + 1 if mark else None, f"YAML 语法错误：{problem}")
-        return parsed
+        return None
     if not isinstance(doc, _LineDict):
         report.error(1, "文件顶层应为映射，包含 consortia / institutions / staff")
-        return parsed
+        return None
     _unknown_keys(doc, {"consortia", "institutions", "staff"}, "文件顶层", report)
 
     def consortium(item: _LineDict) -> _ConsortiumRec | None:
@@ -519,7 +520,8 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _parse_csv(text: str, report: ImportReport) -> _Parsed:
+def _parse_csv(text: str, report: ImportReport) -> _Parsed | None:
+    """Records of every well-formed row; None if the header is unusable."""
     parsed = _Parsed(repeats_allowed=True)
     text = text.lstrip("\ufeff")
     sample = text[:4096]
@@ -534,10 +536,10 @@ def _parse_csv(text: str, report: ImportReport) -> _Parsed:
         header = next(reader)
     except StopIteration:
         report.error(None, "CSV 文件为空")
-        return parsed
+        return None
     except csv.Error as exc:
         report.error(1, f"CSV 格式错误：{exc}")
-        return parsed
+        return None
     alias_to_key = {alias.lower(): key for key, aliases in _CSV_COLUMNS.items() for alias in aliases}
     index: dict[str, int] = {}
     for pos, col in enumerate(header):
@@ -553,7 +555,7 @@ def _parse_csv(text: str, report: ImportReport) -> _Parsed:
     if missing:
         report.error(1, f"缺少必需的列：{', '.join(missing)}")
     if report.errors:
-        return parsed
+        return None
 
     previous_end = reader.line_num
     while True:
@@ -771,7 +773,6 @@ def _validate(session: Session, parsed: _Parsed, report: ImportReport) -> _Plan:
         if rec.department and known and rec.department not in known:
             report.warn(rec.line, f"人员 {rec.code} 的科室“{rec.department}”不在机构“{rec.institution}”的科室列表中")
 
-    report.errors.sort(key=lambda e: (e.line is None, e.line or 0))
     return _Plan(consortia, institutions, staff, parents, existing_consortia, existing_institutions, existing_staff)
 
 
@@ -909,12 +910,13 @@ def import_directory_data(session: Session, data: bytes | str, *, fmt: Format, s
     report = ImportReport(source=source, format=fmt, dry_run=dry_run)
     text = _decode(data) if isinstance(data, bytes) else data
     parsed = _parse_yaml(text, report) if fmt == "yaml" else _parse_csv(text, report)
-    if report.errors:
-        report.errors.sort(key=lambda e: (e.line is None, e.line or 0))
-        return report
-    with session.no_autoflush:
-        plan = _validate(session, parsed, report)
-    if report.errors or dry_run:
+    if parsed is not None:
+        # Cross-item checks run even when some items were malformed, so that one pass over the
+        # file reports every problem; malformed items themselves are left out of those checks.
+        with session.no_autoflush:
+            plan = _validate(session, parsed, report)
+    report.errors.sort(key=lambda e: (e.line is None, e.line or 0))
+    if parsed is None or report.errors or dry_run:
         return report
     _apply(session, plan, report, actor)
     return report

@@ -363,10 +363,13 @@ def claim_update(session: Session, channel: str, external_id: str | int, *,
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(ProcessedUpdate).values(**values).on_conflict_do_nothing(
+        # Core statement on the Table (the ORM-enabled insert path does not report rowcount), with
+        # RETURNING so that "inserted or not" never depends on driver rowcount semantics.
+        table = ProcessedUpdate.__table__
+        stmt = insert(table).values(**values).on_conflict_do_nothing(
             index_elements=["channel", "external_id"]
-        )
-        return session.execute(stmt).rowcount == 1
+        ).returning(table.c.channel)
+        return session.execute(stmt).first() is not None
     try:  # pragma: no cover - other databases
         with session.begin_nested():
             session.add(ProcessedUpdate(**values))
@@ -391,7 +394,7 @@ def _upsert(session: Session, model: type, key: dict[str, Any], values: dict[str
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(model).values(**key, **values)
+        stmt = insert(model.__table__).values(**key, **values)
         stmt = stmt.on_conflict_do_update(index_elements=conflict_cols, set_=values)
         session.execute(stmt)
         return

@@ -1,0 +1,278 @@
+"""Directory import: the sample loads; bad files are rejected whole, with line numbers."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from storage import repositories as repo
+from storage.directory_import import DirectoryImportError, import_directory, import_directory_data
+from storage.models import AuditLog, Consortium, Institution, Staff
+
+pytest_plugins = ("storage.testing",)  # db_engine, session fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "storage" / "samples" / "directory.yaml"
+POLICIES = ROOT / "knowledge" / "samples"
+
+
+def counts(session) -> tuple[int, int, int]:
+    return tuple(session.scalar(select(func.count()).select_from(m)) for m in (Consortium, Institution, Staff))
+
+
+# --- the sample -----------------------------------------------------------------------------------
+
+def test_sample_directory_imports_cleanly_and_twice_without_change(session):
+    first = import_directory(session, SAMPLE)
+    assert first.ok, first.summary_zh()
+    assert first.warnings == []
+    session.commit()
+    assert first.consortia.created == 5 and first.staff.created >= 25
+    codes = set(session.scalars(select(Consortium.code)))
+    assert codes == {"lincang", "zhangdian", "deyang", "songyuan", "ziyang"}
+
+    audit_before = session.scalar(select(func.count()).select_from(AuditLog))
+    second = import_directory(session, SAMPLE)
+    session.commit()
+    assert second.ok and not second.changed
+    assert second.staff.unchanged == first.staff.created
+    assert second.institutions.unchanged == first.institutions.created
+    assert session.scalar(select(func.count()).select_from(AuditLog)) == audit_before
+    assert "未变" in second.summary_zh()
+
+
+def test_sample_directory_has_the_people_every_consortium_needs(session):
+    assert import_directory(session, SAMPLE).ok
+    admins = 0
+    for consortium in session.scalars(select(Consortium)):
+        institutions = consortium.institutions
+        leads = [i for i in institutions if i.is_lead]
+        assert len(leads) == 1, consortium.code
+        lead = leads[0]
+        assert all(i.parent_id == lead.id for i in institutions if i is not lead), consortium.code
+        staff = repo.list_staff(session, consortium_id=consortium.id)
+        at_lead = {r for s in staff if s.institution_id == lead.id for r in s.roles}
+        at_member = {r for s in staff if s.institution_id != lead.id for r in s.roles}
+        assert {"physician", "liaison"} <= at_lead, consortium.code
+        assert {"physician", "liaison"} <= at_member, consortium.code
+        admins += sum(s.has_role("admin") for s in staff)
+        assert all(s.wecom_userid and re.fullmatch(r"[a-z]+", s.wecom_userid) for s in staff)
+        assert all(s.code.endswith(consortium.code[0] + {"lincang": "c", "zhangdian": "d", "deyang": "y",
+                                                           "songyuan": "y", "ziyang": "y"}[consortium.code])
+                   for s in staff)
+    assert admins >= 1
+    assert repo.get_staff_by_code(session, "dr_wang_sy").institution.name == "松原吉林油田医院"
+
+
+def test_sample_uses_real_institutions_but_no_real_person_names():
+    import yaml
+
+    def norm(text: str) -> str:
+        return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+    policies = norm("".join(p.read_text(encoding="utf-8") for p in POLICIES.glob("*.txt")))
+    data = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
+    songyuan = next(c for c in data["consortia"] if c["code"] == "songyuan")
+    assert len(songyuan["institutions"]) == 33  # 集团总院 + 32 成员单位, as in 附件1
+    for c in data["consortia"]:
+        for inst in c["institutions"]:
+            if "示例" not in inst["name"]:
+                # "临沧市人民医院" is written "市人民医院" in its own document.
+                assert norm(inst["name"]) in policies or norm(inst["name"])[2:] in policies, inst["name"]
+            for person in inst.get("staff", []):
+                assert person["name"] not in policies, f"{person['name']} is a real name from the policies"
+
+
+# --- YAML errors ------------------------------------------------------------------------------------
+
+BAD_YAML = """\
+consortia:
+  - code: lincang
+    name: 临沧市城市医疗集团
+    institutions:
+      - name: 临沧市人民医院
+        level: 三级
+        is_lead: true
+        staff:
+          - code: dr_ok_lc
+            name: 好医生
+            roles: [physician]
+          - code: dr_bad_lc
+            name: 坏角色
+            roles: [surgeon]
+      - name: 临翔区紧密型医共体总医院
+        level: 四级
+      - name: 临沧市人民医院
+        level: 三级
+staff:
+  - consortium: lincang
+    institution: 不存在的医院
+    code: lia_x_lc
+    name: 某联络员
+    roles: liaison
+  - consortium: lincang
+    institution: 临沧市人民医院
+    code: dr_ok_lc
+    name: 重复代码
+    roles: [physician]
+    telegram_user_id: abc
+"""
+
+
+def test_bad_yaml_rows_are_reported_by_line_and_nothing_is_imported(session):
+    report = import_directory_data(session, BAD_YAML, fmt="yaml", source="bad.yaml")
+    assert not report.ok
+    by_line = {e.line: e.message for e in report.errors}
+    assert "surgeon" in by_line[12]                         # bad role, at its staff item
+    assert "四级" in by_line[15]                             # bad level
+    assert "重复" in by_line[17]                             # institution defined twice
+    assert "telegram_user_id" in by_line[25]                 # not a number
+    assert "不存在的医院" in by_line[20]                     # unknown institution
+    assert sorted(by_line) == [12, 15, 17, 20, 25]
+    assert counts(session) == (0, 0, 0)
+    assert "未导入任何数据" in report.summary_zh() and "第 12 行" in report.summary_zh()
+
+
+def test_raise_on_error(session, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_YAML, encoding="utf-8")
+    with pytest.raises(DirectoryImportError) as info:
+        import_directory(session, path, raise_on_error=True)
+    assert info.value.report.errors and "第 12 行" in str(info.value)
+    assert counts(session) == (0, 0, 0)
+
+
+def test_yaml_syntax_error_points_at_the_line(session):
+    report = import_directory_data(session, "consortia:\n  - code: x\n    name: [unclosed\n", fmt="yaml")
+    assert not report.ok and report.errors[0].line in (3, 4)
+    assert "YAML" in report.errors[0].message
+
+
+def test_typo_in_a_field_name_is_an_error(session):
+    text = "consortia:\n  - code: zhangdian\n    name: 张店区人民医院医疗集团\n    citty: 淄博\n"
+    report = import_directory_data(session, text, fmt="yaml")
+    assert [e.line for e in report.errors] == [2] and "citty" in report.errors[0].message
+
+
+def test_flat_lists_format_and_default_parent(session):
+    text = """\
+consortia:
+  - {code: zhangdian, name: 张店区人民医院医疗集团, city: 淄博}
+institutions:
+  - {consortium: zhangdian, name: 张店区人民医院, level: 二级, is_lead: true}
+  - {consortium: zhangdian, name: 湖田卫生院, level: 基层}
+staff:
+  - {consortium: zhangdian, institution: 湖田卫生院, code: dr_a_zd, name: 甲医生, roles: [医生, 联络员]}
+"""
+    report = import_directory_data(session, text, fmt="yaml")
+    assert report.ok, report.summary_zh()
+    member = session.scalars(select(Institution).where(Institution.name == "湖田卫生院")).one()
+    assert member.parent.name == "张店区人民医院"
+    assert repo.get_staff_by_code(session, "dr_a_zd").roles == ["physician", "liaison"]
+
+
+def test_two_leads_in_one_consortium_are_refused(session):
+    text = """\
+consortia:
+  - code: ziyang
+    name: 资阳市雁江城区医疗集团
+    institutions:
+      - {name: 资阳市第一人民医院, level: 三级, is_lead: true}
+      - {name: 资阳市人民医院, level: 三级, is_lead: true}
+"""
+    report = import_directory_data(session, text, fmt="yaml")
+    assert not report.ok and report.errors[0].line == 6 and "牵头" in report.errors[0].message
+
+
+# --- CSV --------------------------------------------------------------------------------------------
+
+GOOD_CSV = """\
+consortium,consortium_name,institution,level,is_lead,staff_code,name,roles,wecom_userid,telegram_user_id,department,phone
+deyang,德阳市人民医院城市医疗集团,德阳市人民医院,三级,是,dr_chen_dy,陈嘉禾,physician,chenjiahe,,心血管内科,13800003000
+deyang,,德阳市人民医院,三级,是,liaison_luo_dy,罗雨桐,liaison|admin,luoyutong,,医务部,
+deyang,,示例社区卫生服务中心,基层,否,dr_tang_dy,唐书宇,physician;liaison,,,全科,
+"""
+
+
+def test_csv_imports_and_reimport_audits_role_changes(db_engine, session):
+    assert import_directory_data(session, GOOD_CSV, fmt="csv", source="d.csv").ok
+    session.commit()
+    luo = repo.get_staff_by_code(session, "liaison_luo_dy")
+    assert luo.roles == ["liaison", "admin"]
+    member = session.scalars(select(Institution).where(Institution.name == "示例社区卫生服务中心")).one()
+    assert member.level == "基层" and not member.is_lead and member.parent.name == "德阳市人民医院"
+
+    # Bind a Telegram account by invite; a re-import without Telegram ids must keep it.
+    code = repo.create_invite(session, luo, created_by="cli")
+    assert repo.redeem_invite(session, code, 424242).ok
+    session.commit()
+
+    changed = GOOD_CSV.replace("liaison|admin", "liaison")
+    report = import_directory_data(session, changed, fmt="csv", source="d.csv", actor="admin_dy")
+    session.commit()
+    assert report.ok and report.staff.updated == 1 and report.staff.unchanged == 2
+    assert report.role_changes == [("liaison_luo_dy", ["liaison", "admin"], ["liaison"])]
+    entry = repo.audit_entries(session, action="role_change")[0]
+    assert entry.actor == "admin_dy" and entry.target == "staff:liaison_luo_dy"
+    assert entry.details["to"] == ["liaison"]
+    assert repo.get_staff_by_telegram_id(session, 424242).code == "liaison_luo_dy"
+    # The phone is kept in the directory but never in the audit trail.
+    assert "13800003000" not in repr([e.details for e in repo.audit_entries(session)])
+
+
+BAD_CSV = (
+    "consortium,consortium_name,institution,level,is_lead,staff_code,name,roles,wecom_userid,telegram_user_id,department,phone\n"
+    'songyuan,松原吉林油田医院城市医疗集团,松原吉林油田医院,三级,是,dr_wang_sy,王思远,physician,wangsiyuan,,"心血管\n内科",\n'
+    "songyuan,,松原吉林油田医院,二级,是,dr_b_sy,乙,physician,,,,\n"
+    "songyuan,,哈达山卫生院,基层,否,dr_c_sy,丙,nurse,,,,\n"
+    "songyuan,,哈达山卫生院,基层,否,Dr C!,丁,physician,,,,\n"
+    "songyuan,,哈达山卫生院,基层,否,dr_e_sy,戊,physician,wangsiyuan,,,\n"
+    "nowhere,,某医院,一级,否,dr_f_sy,己,physician,,,,\n"
+)
+
+
+def test_bad_csv_rows_are_reported_by_physical_line_and_nothing_is_imported(session):
+    report = import_directory_data(session, BAD_CSV, fmt="csv", source="bad.csv")
+    assert not report.ok
+    by_line = {e.line: e.message for e in report.errors}
+    # Line 2-3 is one record (quoted newline), so the next rows start at 4.
+    assert "二级" in by_line[4] and "三级" in by_line[4]   # level disagrees with line 2
+    assert "nurse" in by_line[5]
+    assert "Dr C!" in by_line[6] or "dr c!" in by_line[6]
+    assert "wangsiyuan" in by_line[7]                      # WeCom id used twice
+    assert "nowhere" in by_line[8]                         # unknown consortium without a name
+    assert 2 not in by_line and 3 not in by_line
+    assert counts(session) == (0, 0, 0)
+
+
+def test_csv_with_chinese_headers_in_gb18030_and_conflict_with_existing_staff(session):
+    assert import_directory(session, SAMPLE).ok
+    before = counts(session)
+    csv_text = "医联体,机构,级别,牵头,人员代码,姓名,角色,企业微信\nsongyuan,哈达山卫生院,基层,否,dr_new_sy,新医生,医生,wangsiyuan\n"
+    report = import_directory_data(session, csv_text.encode("gb18030"), fmt="csv")
+    assert not report.ok
+    assert report.errors[0].line == 2 and "dr_wang_sy" in report.errors[0].message
+    assert counts(session) == before
+
+    ok = import_directory_data(session, csv_text.replace("wangsiyuan", "xinyisheng").encode("gb18030"), fmt="csv")
+    assert ok.ok and ok.staff.created == 1
+    assert repo.get_staff_by_wecom_userid(session, "xinyisheng").institution.name == "哈达山卫生院"
+
+
+def test_missing_columns_and_unsupported_files(session, tmp_path):
+    report = import_directory_data(session, "consortium,institution\nx,y\n", fmt="csv")
+    assert not report.ok and report.errors[0].line == 1 and "staff_code" in report.errors[0].message
+    other = tmp_path / "directory.xlsx"
+    other.write_bytes(b"PK")
+    assert "不支持" in import_directory(session, other).errors[0].message
+    assert "无法读取" in import_directory(session, tmp_path / "missing.yaml").errors[0].message
+
+
+def test_dry_run_validates_without_writing(session):
+    report = import_directory(session, SAMPLE, dry_run=True)
+    assert report.ok and report.dry_run and counts(session) == (0, 0, 0)
+    assert "校验通过" in report.summary_zh()
