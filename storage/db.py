@@ -47,10 +47,10 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def init_db(engine: Engine) -> None:
-    """Bring the schema to the newest revision.
+    """Bring the schema to the newest revision (``alembic upgrade head``, see ``storage.migrate``).
 
-    Uses the Alembic migrations when they are present so that every database (test, dev,
-    production) is built by the same scripts; falls back to ``create_all`` otherwise.
+    Every database (test, dev, production) is built by the same migration scripts; a database
+    made by the skeleton's ``create_all`` is adopted. Safe to call on every start.
     """
     from storage import migrate
 

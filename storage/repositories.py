@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.models import AuditLog, DialogState, InviteCode, ProcessedUpdate, Staff
+from storage.models import AuditLog, DialogState, Institution, InviteCode, ProcessedUpdate, Staff
 from storage.models.directory import normalize_roles
 from storage.privacy import scrub
 from storage.types import as_utc, utcnow
@@ -57,8 +57,6 @@ def _one_staff(session: Session, condition: Any, active_only: bool) -> Staff | N
 def list_staff(session: Session, *, institution_id: int | None = None, consortium_id: int | None = None,
                role: str | None = None, active_only: bool = True) -> list[Staff]:
     """Staff filtered by institution / consortium / role, ordered by code."""
-    from storage.models import Institution
-
     stmt = select(Staff).order_by(Staff.code)
     if institution_id is not None:
         stmt = stmt.where(Staff.institution_id == institution_id)
