@@ -15,8 +15,11 @@ MAX_ANSWER_BYTES = 2048
 MAX_QUOTES = 3
 # Evidence strength (IDF-weighted share of the question's terms found in one clause) below which
 # the policies are taken not to cover the question.
-MIN_COVERAGE = 0.3
+MIN_COVERAGE = 0.33
 SECONDARY_RATIO = 0.85  # a second/third clause is quoted only when nearly as relevant
+TOP_SHARE = 0.55  # of the byte budget, for the best clause when several are quoted
+TOP_QUOTE_BYTES = 1000  # ~330 Chinese characters: a whole clause, or its most relevant sentences
+OTHER_QUOTE_BYTES = 520
 
 
 @dataclass(frozen=True)
@@ -64,23 +67,17 @@ def compose(question: str, hits: list, *, language: str) -> Answer:
     """Quote the best clauses for ``question``, or refuse when the evidence is weak."""
     if not hits or evidence_strength(hits) < MIN_COVERAGE:
         return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
-    chosen = [hits[0]]
-    for hit in hits[1:]:
-        if len(chosen) == MAX_QUOTES:
-            break
-        if hit.score < SECONDARY_RATIO * hits[0].score:
-            break
-        if any(_overlaps(hit.chunk, c.chunk) for c in chosen):
-            continue
-        chosen.append(hit)
+    chosen = _choose(hits)
     header = "According to the policy documents (quoted in the original Chinese):" if language == "en" else ""
     budget = MAX_ANSWER_BYTES - utf8_len(header) - 8
     quotes: list[Quote] = []
     for i, hit in enumerate(chosen):
         remaining = budget - sum(utf8_len(_format_quote(q, language, len(chosen) > 1, k)) for k, q in enumerate(quotes))
-        per_quote = remaining // (len(chosen) - i)
+        # the best clause gets the larger share; the others split what is left
+        share = remaining * (TOP_SHARE if i == 0 and len(chosen) > 1 else 1.0 / (len(chosen) - i))
         citation = hit.chunk.citation
-        text_budget = per_quote - utf8_len(citation) - 24
+        cap = TOP_QUOTE_BYTES if i == 0 else OTHER_QUOTE_BYTES
+        text_budget = min(cap, int(share) - utf8_len(citation) - 24)
         if text_budget < 60:
             break
         quotes.append(Quote(citation, _excerpt(hit.chunk.body, question, text_budget), hit.chunk.id))
@@ -88,6 +85,38 @@ def compose(question: str, hits: list, *, language: str) -> Answer:
     parts += [_format_quote(q, language, len(quotes) > 1, k) for k, q in enumerate(quotes)]
     text = "\n\n".join(parts)
     return Answer(question, truncate_utf8(text, MAX_ANSWER_BYTES), False, language, quotes, hits)
+
+
+def _choose(hits: list) -> list:
+    """The best hit, plus up to two nearly-as-good ones that add something new.
+
+    When several chosen clauses are items of one list and the list clause itself (which carries
+    all its items) was retrieved too, the list clause is quoted instead of its items.
+    """
+    chosen = [hits[0]]
+    for hit in hits[1:]:
+        if len(chosen) == MAX_QUOTES or hit.score < SECONDARY_RATIO * hits[0].score:
+            break
+        if not any(_overlaps(hit.chunk, c.chunk) for c in chosen):
+            chosen.append(hit)
+    for parent in hits[:10]:
+        items = [c for c in chosen if c is not parent and _is_item_of(c.chunk, parent.chunk)]
+        if len(items) >= 2 or (items and items[0] is chosen[0] and len(chosen) == 1):
+            first = chosen.index(items[0])
+            chosen = [c for c in chosen if c not in items and c is not parent]
+            chosen.insert(min(first, len(chosen)), parent)
+            break
+    return chosen
+
+
+def _is_item_of(child, parent) -> bool:
+    depth = len(parent.heading_path)
+    return (
+        child.document_title == parent.document_title
+        and len(child.heading_path) > depth
+        and child.heading_path[:depth] == parent.heading_path
+        and fold(child.body) in fold(parent.body)
+    )
 
 
 def _format_quote(quote: Quote, language: str, numbered: bool, index: int) -> str:
@@ -104,9 +133,10 @@ def _overlaps(a, b) -> bool:
 
 def _excerpt(body: str, question: str, max_bytes: int) -> str:
     """The whole clause when it fits; otherwise the sentences that share most with the question."""
-    body = body.replace("\n", " ").strip()
+    body = body.strip()
     if utf8_len(body) <= max_bytes:
         return body
+    body = body.replace("\n", " ")
     sentences = split_sentences(body)
     q = set(_bigrams(fold(question)))
     scored = sorted(
@@ -121,8 +151,9 @@ def _excerpt(body: str, question: str, max_bytes: int) -> str:
             continue
         keep.append(i)
         used += size
-    if not keep:
-        return truncate_utf8(sentences[scored[0]] if sentences else body, max_bytes)
+    if not keep or scored[0] not in keep:
+        # the most relevant sentence alone is too long: quote the part around what matched
+        return _window(sentences[scored[0]] if sentences else body, q, max_bytes)
     keep.sort()
     out = []
     for j, i in enumerate(keep):
@@ -132,6 +163,21 @@ def _excerpt(body: str, question: str, max_bytes: int) -> str:
     if keep[-1] != len(sentences) - 1:
         out.append("…")
     return "".join(out)
+
+
+def _window(sentence: str, q_bigrams: set[str], max_bytes: int) -> str:
+    """The stretch of an over-long sentence where the question's words are densest."""
+    chars = max(20, max_bytes // 3 - 2)
+    if len(sentence) <= chars:
+        return sentence
+    best, best_start = -1, 0
+    for start in range(0, max(1, len(sentence) - chars + 1), 4):
+        window = sentence[start : start + chars]
+        score = len(q_bigrams & set(_bigrams(fold(window))))
+        if score > best:
+            best, best_start = score, start
+    text = sentence[best_start : best_start + chars]
+    return ("…" if best_start > 0 else "") + text + ("…" if best_start + chars < len(sentence) else "")
 
 
 def _bigrams(text: str) -> list[str]:

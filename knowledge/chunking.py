@@ -313,7 +313,7 @@ def _with_list_items(drafts: list[ChunkDraft]) -> list[ChunkDraft]:
         for child in drafts[i + 1 :]:
             if child.kind != "clause" or child.heading_path[:depth] != draft.heading_path or len(child.heading_path) == depth:
                 break
-            items.append(child.body)
+            items.append(f"{child.clause_no} {child.body}" if child.clause_no else child.body)
         merged = "\n".join([draft.body, *items])
         if items and len(merged) <= 2 * MAX_CHUNK_CHARS:
             draft.body = merged

@@ -1,8 +1,7 @@
 """Tokenisation for BM25: jieba with a consortium glossary, plus an English→Chinese term map.
 
 jieba splits domain compounds badly out of the box (双向 / 转诊, 联席 / 会议); the glossary keeps
-them whole. Search-mode segmentation then also emits their parts, so "转诊" still matches
-"双向转诊". English questions are mapped to the Chinese policy vocabulary so that BM25 can take
+them whole, and the in-word character bigrams let "转诊" still match "双向转诊". English questions are mapped to the Chinese policy vocabulary so that BM25 can take
 part for them too; the dense encoder is multilingual and handles the rest.
 """
 
@@ -50,6 +49,30 @@ EN_ZH = {
     "nurse": "护士", "staff": "人员", "hospital": "医院", "clinic": "诊所 卫生所", "standard": "标准",
     "criteria": "标准", "condition": "条件", "requirement": "要求", "join": "加入", "sign": "签约",
     "years": "年", "year": "年", "work": "工作", "period": "期间", "stay": "工作",
+    "platform": "平台", "group": "集团", "center": "中心", "centre": "中心", "office": "办公室",
+    "deyang": "德阳", "songyuan": "松原", "zhangdian": "张店", "lincang": "临沧", "ziyang": "资阳",
+    "oilfield": "油田", "jilin": "吉林", "sichuan": "四川", "yunnan": "云南", "shandong": "山东",
+    "term": "任期", "chairs": "理事长", "chair": "理事长", "head": "负责人", "leader": "组长",
+}
+
+# Everyday words in questions → the words the policies use. Applied to questions only.
+QUERY_SYNONYMS = {
+    "病人": "患者", "病患": "患者", "下转": "向下转诊 转诊至下级", "上转": "向上转诊 转诊至上级",
+    "转院": "转诊", "多久": "每年 每季度 定期 年限", "多长时间": "每年 定期 年限", "几次": "每年 次",
+    "开会": "会议", "谁负责": "负责人 负责", "联系谁": "联系人", "电话": "联系方式", "钱": "费用 经费",
+    "费用": "费用 收费", "医保报销": "医保支付", "报销": "医保支付", "培训": "培训 进修 轮训",
+    "派驻": "下派 派出", "支援": "支援 帮扶 下沉", "基层医院": "基层医疗机构 卫生院", "大医院": "三级医院 牵头医院",
+    "牌子": "增挂 牌子", "挂牌": "增挂 挂牌", "目标": "目标 达到", "要求": "要求 标准 条件",
+}
+
+# Everyday words in questions → the words the policies use. Applied to questions only.
+QUERY_SYNONYMS = {
+    "病人": "患者", "病患": "患者", "下转": "向下转诊 转诊至下级", "上转": "向上转诊 转诊至上级",
+    "转院": "转诊", "多久": "每年 每季度 定期 年限", "多长时间": "每年 定期 年限", "几次": "每年 次",
+    "开会": "会议", "谁负责": "负责人 负责", "联系谁": "联系人", "电话": "联系方式", "钱": "费用 经费",
+    "费用": "费用 收费", "医保报销": "医保支付", "报销": "医保支付", "培训": "培训 进修 轮训",
+    "派驻": "下派 派出", "支援": "支援 帮扶 下沉", "基层医院": "基层医疗机构 卫生院", "大医院": "三级医院 牵头医院",
+    "牌子": "增挂 牌子", "挂牌": "增挂 挂牌", "目标": "目标 达到", "要求": "要求 标准 条件",
 }
 
 STOPWORDS = set(
@@ -63,8 +86,7 @@ EN_STOPWORDS = set(
     "there any some please tell me i we you".split()
 )
 
-_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
-_STOP_BIGRAMS = {"什么", "哪些", "怎么", "如何", "是否", "多少", "哪个", "是什", "么？", "有哪", "请问"}
+_CJK_WORD = re.compile(r"^[\u3400-\u9fff]+$")
 _PUNCT = re.compile(r"^[\W_]+$", re.UNICODE)
 _EN_WORD = re.compile(r"[a-z][a-z\-']*")
 _lock = threading.Lock()
@@ -88,7 +110,7 @@ def _init() -> None:
 
 
 def tokenize(text: str) -> list[str]:
-    """Search-mode jieba tokens of ``text`` (NFKC-folded), stop words and punctuation removed."""
+    """jieba words of ``text`` (NFKC-folded) plus in-word character bigrams; no stop words."""
     _init()
     import jieba
 
@@ -101,11 +123,18 @@ def tokenize(text: str) -> list[str]:
         if not tok or tok in STOPWORDS or tok in EN_STOPWORDS or _PUNCT.match(tok):
             continue
         out.append(tok)
-    # Character bigrams make matching independent of how jieba happened to segment a phrase
-    # ("市医联会" vs "医联 / 会"); they are prefixed so they never collide with words.
-    for run in _CJK_RUN.findall(folded):
-        out.extend("#" + run[i : i + 2] for i in range(len(run) - 1) if run[i : i + 2] not in _STOP_BIGRAMS)
+        # Character bigrams inside longer words make matching independent of how jieba happened
+        # to segment a compound ("市医联会" vs "医联体"); they are prefixed so they never collide
+        # with words, and never cross a word boundary (that would only add noise).
+        if len(tok) >= 3 and _CJK_WORD.match(tok):
+            out.extend("#" + tok[i : i + 2] for i in range(len(tok) - 1))
     return out
+
+
+def expand_query(question: str) -> str:
+    """The question plus the policy vocabulary for its everyday words."""
+    extra = [v for k, v in QUERY_SYNONYMS.items() if k in question]
+    return question + (" " + " ".join(extra) if extra else "")
 
 
 def english_to_chinese_terms(text: str) -> str:
