@@ -158,13 +158,21 @@ def db_upgrade() -> None:
 
 @app.command()
 def bootstrap() -> None:
-    """Index the sample policies (skipping unchanged ones) so a fresh install can answer at once."""
+    """Index the sample policies (skipping unchanged ones) and import the sample staff directory
+    (idempotent) so a fresh install can answer at once."""
+    from bot.cli_ops import import_sample_directory
     from knowledge.samples import sample_policies
 
     ctx = _context()
     for path, consortium in sample_policies():
         res = ctx.kb.ingest_path(path, uploaded_by="bootstrap", consortium=consortium)
         typer.echo(f"{res.status:9} {res.title}")
+    typer.echo(import_sample_directory(ctx))
+
+
+from bot.cli_ops import register as _register_ops  # noqa: E402 - after the app and _context exist
+
+_register_ops(app)
 
 
 def main() -> None:

@@ -102,3 +102,17 @@ def _consortium_of(staff: Staff, inst: InstitutionLike | int) -> int | None:
         return None
     found = session.get(Institution, inst)
     return found.consortium_id if found is not None else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Added for the conversation engine (handlers/): user management is scoped to the admin's own
+# consortium. Kept separate from the rules above on purpose.
+
+
+def can_manage_staff_member(admin: Staff | None, target: Staff) -> bool:
+    """May ``admin`` invite, re-role or unbind ``target``? Admins of the target's consortium only."""
+    if not can_manage_users(admin):
+        return False
+    assert admin is not None
+    mine = _consortium_id(admin)
+    return mine is not None and mine == _consortium_id(target)

@@ -1,0 +1,187 @@
+"""The HTTP side of the assistant: one aiohttp application per process.
+
+``create_app(ctx, engine)`` serves
+
+* ``GET /healthz`` — 200 while the process is alive;
+* ``GET /readyz`` — 200 when the database answers and the knowledge base is loaded and has
+  documents, else 503 with ``{"ready": false, "reason": ...}``;
+* the local web chat at ``/`` (``bot.webchat``) unless ``settings.web_chat`` is false.
+
+Other channels add their routes with ``add_channel_routes(app, setup_fn)`` before the server
+starts (``setup_fn(app)`` receives the application; ``app[CTX_KEY]`` / ``app[ENGINE_KEY]`` hold
+the context and engine), or declare a ``ChannelPlugin`` (``bot.channels``) so that ``serve`` does it.
+
+``serve(ctx, engine)`` runs the server with ``AppRunner``/``TCPSite`` on
+``settings.http_host:http_port``, starts every enabled channel, and shuts everything down in
+order on SIGINT/SIGTERM (or when ``stop`` is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+
+from bot.channels import ChannelPlugin, StopFn, enabled_channels
+from bot.context import AppContext
+from handlers.engine import ConversationEngine
+
+log = logging.getLogger(__name__)
+
+CTX_KEY: web.AppKey[AppContext] = web.AppKey("yilian_ctx", AppContext)
+ENGINE_KEY: web.AppKey[ConversationEngine] = web.AppKey("yilian_engine", ConversationEngine)
+#: Names of the channels whose routes were added (for logging and tests).
+CHANNELS_KEY: web.AppKey[list[str]] = web.AppKey("yilian_channels", list)
+
+SetupFn = Callable[[web.Application], None]
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+
+    def check() -> tuple[bool, str | None]:
+        ok, reason = engine.database_status()
+        if not ok:
+            return ok, reason
+        return engine.knowledge_status()
+
+    try:
+        ok, reason = await asyncio.to_thread(check)
+    except Exception as exc:  # noqa: BLE001 - readiness must answer, not crash
+        log.warning("readiness check failed", exc_info=True)
+        ok, reason = False, f"readiness check failed: {type(exc).__name__}"
+    if ok:
+        return web.json_response({"ready": True})
+    return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+def add_channel_routes(app: web.Application, setup_fn: SetupFn, *, name: str | None = None) -> None:
+    """Let a channel add its routes (call before the server starts: the router freezes then)."""
+    setup_fn(app)
+    app[CHANNELS_KEY].append(name or getattr(setup_fn, "__name__", "channel"))
+
+
+def create_app(
+    ctx: AppContext,
+    engine: ConversationEngine,
+    *,
+    channels: Iterable[ChannelPlugin] = (),
+    web_chat: bool | None = None,
+    warm_up: bool = False,
+) -> web.Application:
+    """The application with health, readiness, the web chat and the given channels' routes.
+
+    ``warm_up`` loads the knowledge base in a background thread at start-up (``/readyz`` says 503
+    until it is done).
+    """
+    app = web.Application(client_max_size=1024 * 1024)
+    app[CTX_KEY] = ctx
+    app[ENGINE_KEY] = engine
+    app[CHANNELS_KEY] = []
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if ctx.settings.web_chat if web_chat is None else web_chat:
+        from bot.webchat import setup_webchat
+
+        add_channel_routes(app, lambda a: setup_webchat(a, ctx, engine), name="web")
+    for plugin in channels:
+        if plugin.setup_routes is not None:
+            add_channel_routes(app, lambda a, p=plugin: p.setup_routes(a, ctx, engine), name=plugin.name)
+    if warm_up:
+        app.on_startup.append(_start_warm_up)
+        app.on_cleanup.append(_stop_warm_up)
+    return app
+
+
+_WARM_UP_KEY: web.AppKey[asyncio.Task] = web.AppKey("yilian_warm_up", asyncio.Task)
+
+
+async def _start_warm_up(app: web.Application) -> None:
+    engine = app[ENGINE_KEY]
+
+    async def run() -> None:
+        try:
+            await asyncio.to_thread(engine.warm_up)
+            log.info("knowledge base loaded")
+        except Exception:
+            log.exception("knowledge base failed to load; /readyz will report it")
+
+    app[_WARM_UP_KEY] = asyncio.get_running_loop().create_task(run())
+
+
+async def _stop_warm_up(app: web.Application) -> None:
+    task = app.get(_WARM_UP_KEY)
+    if task is not None and not task.done():
+        # The thread cannot be interrupted; wait for it so the process exits cleanly.
+        with contextlib.suppress(Exception):
+            await task
+
+
+async def serve(
+    ctx: AppContext,
+    engine: ConversationEngine,
+    *,
+    stop: asyncio.Event | None = None,
+    channels: list[ChannelPlugin] | None = None,
+    install_signal_handlers: bool = True,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Run the HTTP server and every enabled channel until SIGINT/SIGTERM (or ``stop`` is set).
+
+    ``channels`` defaults to ``bot.channels.enabled_channels(settings)``. ``started(url)`` is
+    called once the server listens.
+    """
+    settings = ctx.settings
+    stop = stop or asyncio.Event()
+    plugins = enabled_channels(settings) if channels is None else channels
+    app = create_app(ctx, engine, channels=plugins, warm_up=True)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{host}:{settings.http_port}/"
+    log.info("server listening", extra={"url": url, "channels": ",".join(app[CHANNELS_KEY]) or "-"})
+
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    if install_signal_handlers:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+
+    stops: list[tuple[str, StopFn]] = []
+    try:
+        for plugin in plugins:
+            if plugin.start is None:
+                continue
+            stop_fn = await plugin.start(ctx, engine, app)
+            log.info("channel started", extra={"channel": plugin.name})
+            if stop_fn is not None:
+                stops.append((plugin.name, stop_fn))
+        if started is not None:
+            started(url)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for name, stop_fn in reversed(stops):
+            try:
+                await stop_fn()
+                log.info("channel stopped", extra={"channel": name})
+            except Exception:
+                log.exception("channel failed to stop cleanly", extra={"channel": name})
+        await runner.cleanup()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+__all__ = ["CHANNELS_KEY", "CTX_KEY", "ENGINE_KEY", "add_channel_routes", "create_app", "healthz", "readyz", "serve"]

@@ -1,0 +1,243 @@
+"""One-message commands: help/menu, who am I, reminders and quotas, and the admin commands
+``人员列表`` (/users), ``角色`` (/role) and ``解绑`` (/unbind).
+
+Each function takes the open session and the caller's ``Identity`` and returns replies, or a
+``PolicyLookup`` that the engine answers from the knowledge base after the database transaction
+has been committed (retrieval is the slow part; no row lock should be held during it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from handlers.identity import Identity
+from handlers.messages import Choice, Reply
+from handlers.texts import tr
+from storage import access
+from storage import repositories as repo
+from storage.models import ROLE_LABELS_ZH, ROLES, Staff
+
+
+@dataclass
+class PolicyLookup:
+    """Answer ``question`` from the policies (preferring ``consortium``'s documents)."""
+
+    question: str
+    consortium: str | None
+    #: Text put before the answer in the same message (e.g. an honest "not available yet").
+    intro: str = ""
+    choices: tuple[Choice, ...] = field(default_factory=tuple)
+
+
+EXAMPLE_QUESTIONS = ("上转患者享受哪些优先服务？", "医联体内如何实行双向转诊？", "下派专家到基层坐诊有什么要求？")
+EXAMPLE_QUESTIONS_EN = ("What priority services do referred patients get?",)
+
+
+# ------------------------------------------------------------------------------------------------
+# help / menu
+
+
+def help_menu(identity: Identity, *, english: bool = False, welcome: bool = False) -> Reply:
+    staff = identity.staff
+    t = lambda zh, en: tr(english, zh, en)  # noqa: E731
+    lines: list[str] = []
+    if welcome:
+        lines.append(t("您好，我是医联助手，为医联体成员单位的医务人员提供政策咨询和转诊协助。",
+                       "Hello, I am YiLian Assistant. I help consortium staff with policy questions and referrals."))
+    if staff is not None:
+        lines.append(t(f"当前身份：{staff.name}（{staff.institution.name}，{staff.roles_zh}）",
+                       f"You are: {staff.name} ({staff.institution.name})"))
+    lines.append(t("我可以帮您：", "What I can do:"))
+    lines.append(t("· 政策问答：直接输入问题，例如“上转患者享受哪些优先服务？”。回答引用政策原文并注明出处。",
+                   "· Policy questions: just type a question. Answers quote the policy documents with their source."))
+    choices: list[Choice] = [Choice(t("政策问答", "Ask a question"), "/ask")]
+    if staff is not None:
+        lines.append(t("· 转诊登记：发送“转诊”或 /refer。", "· Referrals: send /refer."))
+        lines.append(t("· 提醒与配额（进修、下派、坐诊）：发送“提醒”或 /status。",
+                       "· Reminders and quotas (training, outreach, clinics): send /status."))
+        lines.append(t("· 查看我的身份：/whoami", "· Who am I: /whoami"))
+        choices += [Choice(t("发起转诊", "Start a referral"), "/refer"),
+                    Choice(t("提醒与配额", "Reminders & quotas"), "/status")]
+    if access.can_manage_users(staff):
+        lines.append(t("管理员命令：\n· 邀请 人员代码 —— 生成 Telegram 绑定码（/invite）\n· 人员列表 —— 本医联体人员（/users）\n"
+                       "· 角色 人员代码 医生 联络员 —— 修改角色（/role）\n· 解绑 人员代码 —— 解除 Telegram 绑定（/unbind）",
+                       "Admin commands:\n· /invite STAFF_CODE — create a Telegram binding code\n· /users — staff of your "
+                       "consortium\n· /role STAFF_CODE physician liaison — change roles\n· /unbind STAFF_CODE — remove a "
+                       "Telegram binding"))
+        choices += [Choice(t("邀请人员", "Invite staff"), "/invite"), Choice(t("人员列表", "Staff list"), "/users")]
+    if staff is None:
+        if identity.channel == "telegram":
+            lines.append(t("· 绑定身份：发送 /bind 绑定码（绑定码向本医联体管理员索取）。绑定后可使用转诊、提醒等功能。",
+                           "· Bind your account: send /bind CODE (ask your administrator for a code) to unlock "
+                           "referrals and reminders."))
+            choices.append(Choice(t("绑定身份", "Bind account"), "/bind"))
+        elif identity.channel == "wecom":
+            lines.append(t("· 转诊、提醒等功能需要管理员先把您的企业微信账号加入人员名录。",
+                           "· Referrals and reminders need your administrator to add your WeCom userid to the directory."))
+        else:
+            lines.append(t("· 您是未绑定访客；选择一个示例人员身份即可体验转诊等功能。",
+                           "· You are an unbound visitor; pick a sample staff identity to try referrals."))
+    lines.append(t("随时发送“取消”退出当前操作，发送“帮助”查看本菜单。",
+                   "Send \"cancel\" to leave any action, \"help\" to see this menu."))
+    return Reply("\n".join(lines), choices=tuple(choices))
+
+
+def ask_prompt(*, english: bool = False) -> Reply:
+    if english:
+        return Reply("Type your policy question, for example: " + EXAMPLE_QUESTIONS_EN[0],
+                     choices=tuple(Choice(q, f"/ask {q}") for q in EXAMPLE_QUESTIONS_EN))
+    return Reply("请直接输入您的政策问题，例如：\n" + "\n".join(f"· {q}" for q in EXAMPLE_QUESTIONS),
+                 choices=tuple(Choice(q, f"/ask {q}") for q in EXAMPLE_QUESTIONS))
+
+
+def whoami(identity: Identity, *, english: bool = False) -> Reply:
+    staff = identity.staff
+    if staff is None:
+        return Reply(tr(english, "您当前未绑定医联体人员身份。", "You are not bound to a staff member."))
+    inst = staff.institution
+    bindings = []
+    if staff.wecom_userid:
+        bindings.append(tr(english, "企业微信已登记", "WeCom registered"))
+    if staff.telegram_user_id:
+        bindings.append(tr(english, "Telegram 已绑定", "Telegram bound"))
+    return Reply(tr(
+        english,
+        f"{staff.name}（人员代码 {staff.code}）\n机构：{inst.name}（{inst.level}）\n医联体：{inst.consortium.name}\n"
+        f"角色：{staff.roles_zh}" + (f"\n科室：{staff.department}" if staff.department else "")
+        + (f"\n账号：{'、'.join(bindings)}" if bindings else ""),
+        f"{staff.name} (code {staff.code})\nInstitution: {inst.name} ({inst.level})\nConsortium: {inst.consortium.name}\n"
+        f"Roles: {', '.join(staff.roles)}" + (f"\nAccounts: {', '.join(bindings)}" if bindings else ""),
+    ))
+
+
+# ------------------------------------------------------------------------------------------------
+# reminders / quotas
+
+
+_STATUS_TOPICS = (
+    ("进修", "进修人员 进修培训 要求", "training placements (进修)"),
+    ("下派", "下派人员 到基层工作时间 要求", "outreach postings (下派)"),
+    ("坐诊", "专家 坐诊 对口支援", "visiting clinics (坐诊)"),
+)
+
+
+def status(identity: Identity, text: str, *, english: bool = False) -> PolicyLookup:
+    """Reminders and quotas: there is no personal tracking yet, and we say so; the policies'
+    own rules on 进修/下派/坐诊 are what we can honestly show."""
+    topic = next((t for t in _STATUS_TOPICS if t[0] in text), None)
+    question = topic[1] if topic else "下派人员 进修培训 坐诊 要求"
+    what_zh = f"“{topic[0]}”" if topic else "进修、下派、坐诊"
+    what_en = topic[2] if topic else "training placements, outreach postings and visiting clinics"
+    intro = tr(
+        english,
+        f"个人提醒和名额统计（{what_zh}）尚未上线：系统目前没有记录您的进修、下派或坐诊安排，所以没有可显示的提醒或剩余名额。"
+        f"以下是政策文件中关于{what_zh}的相关规定：\n\n",
+        f"Personal reminders and quota tracking for {what_en} are not available yet: no assignments are recorded "
+        "for you, so there is nothing to remind you of. Here is what the policy documents say:\n\n",
+    )
+    return PolicyLookup(question=question, consortium=identity.consortium_code, intro=intro)
+
+
+# ------------------------------------------------------------------------------------------------
+# admin commands (the engine has checked ``access.can_manage_users`` already)
+
+
+def list_users(session: Session, identity: Identity, *, english: bool = False) -> Reply:
+    admin = identity.staff
+    assert admin is not None
+    consortium = admin.institution.consortium
+    people = repo.list_staff(session, consortium_id=consortium.id, active_only=False)
+    lines = [tr(english, f"{consortium.name}：共 {len(people)} 人", f"{consortium.name}: {len(people)} staff")]
+    by_inst: dict[str, list[Staff]] = {}
+    for s in people:
+        by_inst.setdefault(s.institution.name, []).append(s)
+    for inst_name, members in by_inst.items():
+        lines.append(f"【{inst_name}】")
+        for s in members:
+            marks = []
+            if s.wecom_userid:
+                marks.append(tr(english, "企业微信", "WeCom"))
+            if s.telegram_user_id:
+                marks.append(tr(english, "Telegram已绑定", "Telegram bound"))
+            if not s.active:
+                marks.append(tr(english, "已停用", "inactive"))
+            extra = f"（{'、'.join(marks)}）" if marks else ""
+            dept = f" · {s.department}" if s.department else ""
+            lines.append(f"· {s.code}  {s.name} — {s.roles_zh}{dept}{extra}")
+    lines.append(tr(english, "邀请：发送“邀请 人员代码”。", "Invite: /invite STAFF_CODE"))
+    return Reply("\n".join(lines))
+
+
+_ROLE_WORDS = {
+    "physician": "physician", "doctor": "physician", "医生": "physician", "医师": "physician",
+    "liaison": "liaison", "联络员": "liaison",
+    "admin": "admin", "administrator": "admin", "管理员": "admin",
+}
+
+
+def _target(session: Session, identity: Identity, code: str, english: bool) -> Staff | Reply:
+    target = repo.get_staff_by_code(session, code, active_only=False)
+    if target is None:
+        return Reply(tr(english, f"人员名录中没有代码为“{code}”的人员。发送“人员列表”查看。",
+                        f"No staff member has the code \"{code}\". Send /users to list them."))
+    if not access.can_manage_staff_member(identity.staff, target):
+        return Reply(tr(english, "抱歉，您只能管理本医联体的人员。", "Sorry, you can only manage staff of your own consortium."))
+    return target
+
+
+def change_roles(session: Session, identity: Identity, arg: str, *, english: bool = False) -> Reply:
+    usage = tr(english, "用法：角色 人员代码 医生 联络员 管理员（列出全部新角色，例如：角色 dr_wang_sy 医生 联络员）",
+               "Usage: /role STAFF_CODE physician liaison admin (list all the new roles)")
+    words = [w for w in re.split(r"[\s,;，；、]+", arg.strip()) if w]
+    if not words:
+        return Reply(usage)
+    found = _target(session, identity, words[0], english)
+    if isinstance(found, Reply):
+        return found
+    target = found
+    if len(words) == 1:
+        return Reply(tr(english, f"{target.name}（{target.code}）当前角色：{target.roles_zh}。\n{usage}",
+                        f"{target.name} ({target.code}) has roles: {', '.join(target.roles)}.\n{usage}"))
+    roles: set[str] = set()
+    for w in words[1:]:
+        role = _ROLE_WORDS.get(w.lower())
+        if role is None:
+            return Reply(tr(english, f"“{w}”不是有效的角色。可选：医生、联络员、管理员。\n{usage}",
+                            f"\"{w}\" is not a role. Roles: physician, liaison, admin.\n{usage}"))
+        roles.add(role)
+    new = [r for r in ROLES if r in roles]
+    admin = identity.staff
+    assert admin is not None
+    if target.id == admin.id and "admin" not in new:
+        return Reply(tr(english, "不能取消您自己的管理员角色，请由本医联体的另一位管理员操作。",
+                        "You cannot remove your own admin role; ask another administrator of your consortium."))
+    old_zh = target.roles_zh
+    if not repo.set_roles(session, target, new, actor=admin.code):  # audited as role_change
+        return Reply(tr(english, f"{target.name} 的角色本来就是：{old_zh}，未作更改。",
+                        f"{target.name} already has exactly these roles; nothing changed."))
+    new_zh = "、".join(ROLE_LABELS_ZH[r] for r in new)
+    return Reply(tr(english, f"已将 {target.name}（{target.code}）的角色由“{old_zh}”改为“{new_zh}”。",
+                    f"Roles of {target.name} ({target.code}) changed to: {', '.join(new)}."))
+
+
+def unbind(session: Session, identity: Identity, arg: str, *, english: bool = False) -> Reply:
+    code = arg.strip().split()[0] if arg.strip() else ""
+    if not code:
+        return Reply(tr(english, "用法：解绑 人员代码（解除该人员的 Telegram 绑定，例如手机丢失时）",
+                        "Usage: /unbind STAFF_CODE (removes their Telegram binding, e.g. after a lost phone)"))
+    found = _target(session, identity, code, english)
+    if isinstance(found, Reply):
+        return found
+    admin = identity.staff
+    assert admin is not None
+    if not repo.unbind_telegram(session, found, actor=admin.code):  # audited as unbind
+        return Reply(tr(english, f"{found.name}（{found.code}）没有绑定 Telegram 账号，无需解绑。",
+                        f"{found.name} ({found.code}) has no Telegram binding."))
+    return Reply(tr(english, f"已解除 {found.name}（{found.code}）的 Telegram 绑定。如需重新绑定，请发送“邀请 {found.code}”生成新的绑定码。",
+                    f"Removed the Telegram binding of {found.name} ({found.code}). Send /invite {found.code} for a new code."))
+
+
+__all__ = ["PolicyLookup", "ask_prompt", "change_roles", "help_menu", "list_users", "status", "unbind", "whoami"]

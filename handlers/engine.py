@@ -1,0 +1,307 @@
+"""The conversation engine every channel shares.
+
+``ConversationEngine(ctx).handle(Incoming) -> list[Reply]`` is synchronous and thread-safe:
+async adapters call it with ``asyncio.to_thread``. Each call runs in its own database transaction;
+nothing about a user is kept in process memory, so any number of workers (or a restarted process)
+can serve the same user. Policy questions are answered from the knowledge base *after* that
+transaction is committed.
+
+Order of decisions for one message:
+
+1. resolve the user (``handlers.identity``) and load their open dialog (``get_dialog``);
+2. a dialog that timed out is announced once (``DialogExpired``);
+3. a button of a dialog goes to that dialog (or is answered as stale);
+4. the text is routed (``handlers.intents.route``): ``取消`` ends the open dialog, ``帮助`` inside a
+   dialog repeats its question, another command replaces the dialog, anything else answers it;
+5. without a dialog: unbound users get policy answers and guidance only; admin commands are
+   checked with ``storage.access``; everything else is dispatched to a command or a dialog.
+
+Replies are finally cut to the channel's size limit (``handlers.replies``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text as sql_text
+from sqlalchemy.orm import Session
+
+from bot.context import AppContext
+from handlers import commands, dialogs
+from handlers.dialogs.base import Turn, Update, decode_choice
+from handlers.identity import Identity, access_guidance, resolve
+from handlers.intents import ADMIN_INTENTS, OPEN_INTENTS, Intent, IntentKind, route
+from handlers.messages import Incoming, Reply
+from handlers.replies import Limit, fit_replies
+from handlers.texts import (
+    ABANDONED,
+    ADMIN_ONLY,
+    ATTACHMENT_NOT_SUPPORTED,
+    CANCELLED,
+    EMPTY_MESSAGE,
+    ERROR,
+    EXPIRED,
+    NOTHING_TO_CANCEL,
+    STALE_BUTTON,
+    UNKNOWN_COMMAND,
+    pick,
+)
+from knowledge.textnorm import is_mostly_latin
+from storage import access
+from storage import repositories as repo
+from storage.repositories import Dialog as DialogState
+from storage.repositories import DialogExpired
+from storage.types import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Longest text accepted from a user; longer messages are cut (a policy question is short).
+MAX_TEXT_CHARS = 2000
+
+Item = Reply | commands.PolicyLookup
+
+
+class ConversationEngine:
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        kb: Any | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        limits: dict[str, Limit | None] | None = None,
+    ) -> None:
+        """``kb`` overrides ``ctx.kb`` (tests share one); ``clock`` returns aware UTC now;
+        ``limits`` overrides per-channel message limits (``handlers.replies.CHANNEL_LIMITS``)."""
+        self._ctx = ctx
+        self._kb = kb
+        self._kb_lock = threading.Lock()
+        self._clock = clock
+        self._limits = limits
+
+    # ------------------------------------------------------------------------------------------
+    # public API
+
+    @property
+    def ctx(self) -> AppContext:
+        return self._ctx
+
+    @property
+    def kb(self) -> Any:
+        """The knowledge base, created on first use (loading the embedder takes a moment)."""
+        if self._kb is None:
+            with self._kb_lock:
+                if self._kb is None:
+                    self._kb = self._ctx.kb
+        return self._kb
+
+    def handle(self, msg: Incoming) -> list[Reply]:
+        """Answer one user action. Never raises: an internal error becomes a polite reply."""
+        english = is_mostly_latin(msg.text or "")
+        try:
+            items = self._handle_in_transaction(msg)
+            replies: list[Reply] = []
+            for item in items:
+                replies.extend(self._resolve(item) if isinstance(item, commands.PolicyLookup) else [item])
+        except Exception:
+            log.exception("engine failed", extra={"channel": msg.channel, "external_id": msg.external_id})
+            replies = [Reply(pick(ERROR, english))]
+        return fit_replies(replies, msg.channel, self._limits)
+
+    def warm_up(self) -> None:
+        """Load the knowledge base and its encoder now, so the first question is fast."""
+        self.kb.retrieve("医联体 双向转诊")
+
+    def knowledge_status(self) -> tuple[bool, str | None]:
+        """(ready, reason): ready when the knowledge base is loaded and has documents."""
+        if self._kb is None:
+            return False, "knowledge base is still loading"
+        if not self._kb.snapshot().chunks:
+            return False, "knowledge base has no documents (run `yilian bootstrap` or `yilian ingest`)"
+        return True, None
+
+    def database_status(self) -> tuple[bool, str | None]:
+        try:
+            with self._ctx.engine.connect() as conn:
+                conn.execute(sql_text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return False, f"database unreachable: {type(exc).__name__}"
+        return True, None
+
+    # ------------------------------------------------------------------------------------------
+    # one message
+
+    def _handle_in_transaction(self, msg: Incoming) -> list[Item]:
+        now = self._clock()
+        with self._ctx.sessions.begin() as session:
+            identity = resolve(session, msg.channel, msg.user_key)
+            state = repo.get_dialog(session, msg.channel, msg.user_key, now=now)
+            return self._dispatch(session, identity, state, msg, now)
+
+    def _turn(self, session: Session, identity: Identity, now: datetime, text: str = "",
+              choice: str | None = None, english: bool = False) -> Turn:
+        return Turn(session=session, identity=identity, settings=self._ctx.settings, now=now,
+                    text=text, choice=choice, english=english)
+
+    def _dispatch(self, session: Session, identity: Identity, state: DialogState | DialogExpired | None,
+                  msg: Incoming, now: datetime) -> list[Item]:
+        expired = state if isinstance(state, DialogExpired) else None
+        open_state = state if isinstance(state, DialogState) else None
+        text = (msg.text or "").strip()[:MAX_TEXT_CHARS]
+
+        # -- buttons
+        if msg.choice is not None:
+            decoded = decode_choice(msg.choice)
+            if decoded is None:
+                text = msg.choice.strip()[:MAX_TEXT_CHARS]  # a menu button carries a command
+            else:
+                name, step, value = decoded
+                if open_state is not None and open_state.dialog == name and open_state.step == step:
+                    turn = self._turn(session, identity, now, choice=value)
+                    return self._advance(session, identity, msg, open_state, turn)
+                if expired is not None and expired.dialog == name:
+                    return [Reply(self._expired_text(expired, is_mostly_latin(text)))]
+                stale: list[Item] = [Reply(pick(STALE_BUTTON, open_state is not None and
+                                                open_state.data.get("_lang") == "en"))]
+                if open_state is not None:  # repeat what the open dialog is waiting for
+                    stale += self._reprompt(session, identity, open_state, now)
+                return stale
+
+        intent = route(text)
+        english = intent.english
+
+        if not text:
+            if msg.attachments:
+                return [Reply(pick(ATTACHMENT_NOT_SUPPORTED, english))]
+            return [Reply(pick(EMPTY_MESSAGE, english))]
+
+        lead: list[Item] = []
+        if expired is not None:
+            notice = Reply(self._expired_text(expired, english))
+            if not intent.explicit:
+                # The message most likely answers a question of the expired dialog: do not
+                # misread it as a new request, just say what happened.
+                return [notice]
+            lead.append(notice)
+
+        if open_state is not None:
+            dialog = dialogs.get(open_state.dialog)
+            if dialog is None:  # a dialog this version no longer knows
+                repo.clear_dialog(session, msg.channel, msg.user_key)
+            elif intent.kind == IntentKind.CANCEL:
+                repo.clear_dialog(session, msg.channel, msg.user_key)
+                dialog_en = open_state.data.get("_lang") == "en"
+                return [Reply(pick(CANCELLED, dialog_en, title=dialog.title_for(dialog_en)))]
+            elif intent.kind == IntentKind.HELP and not intent.arg:
+                dialog_en = open_state.data.get("_lang") == "en"
+                intro = Reply(pick(("您正在进行{title}。请回答下面的问题，或发送“取消”退出。",
+                                    "You are in the middle of a {title}. Answer the question below, or send "
+                                    "\"cancel\" to stop."), dialog_en, title=dialog.title_for(dialog_en)))
+                return [intro, *self._reprompt(session, identity, open_state, now)]
+            elif intent.explicit:
+                repo.clear_dialog(session, msg.channel, msg.user_key)
+                lead.append(Reply(pick(ABANDONED, english, title=dialog.title_for(english))))
+            else:
+                turn = self._turn(session, identity, now, text=text)
+                return self._advance(session, identity, msg, open_state, turn)
+
+        return lead + self._command(session, identity, msg, intent, text, now)
+
+    def _command(self, session: Session, identity: Identity, msg: Incoming, intent: Intent, text: str,
+                 now: datetime) -> list[Item]:
+        english = intent.english
+        kind = intent.kind
+        if identity.staff is None and kind not in OPEN_INTENTS:
+            return [Reply(access_guidance(msg.channel, english=english))]
+        if kind in ADMIN_INTENTS and not access.can_manage_users(identity.staff):
+            repo.record(session, identity.actor, "access.denied", target=f"command:{kind.value}",
+                        details={"channel": msg.channel})
+            return [Reply(pick(ADMIN_ONLY, english))]
+
+        if kind == IntentKind.ASK:
+            if not intent.arg:
+                return [commands.ask_prompt(english=english)]
+            return [commands.PolicyLookup(intent.arg, self._consortium_for(identity))]
+        if kind == IntentKind.HELP:
+            return [commands.help_menu(identity, english=english)]
+        if kind == IntentKind.START:
+            if intent.arg and msg.channel == "telegram" and identity.staff is None:
+                # Telegram deep link t.me/<bot>?start=CODE arrives as "/start CODE".
+                return self._begin(session, identity, msg, "bind", intent.arg, now, english)
+            return [commands.help_menu(identity, english=english, welcome=True)]
+        if kind == IntentKind.CANCEL:
+            return [Reply(pick(NOTHING_TO_CANCEL, english))]
+        if kind == IntentKind.BIND:
+            return self._begin(session, identity, msg, "bind", intent.arg, now, english)
+        if kind == IntentKind.REFER:
+            return self._begin(session, identity, msg, "refer", intent.arg, now, english)
+        if kind == IntentKind.INVITE:
+            return self._begin(session, identity, msg, "invite", intent.arg, now, english)
+        if kind == IntentKind.STATUS:
+            return [commands.status(identity, text, english=english)]
+        if kind == IntentKind.WHOAMI:
+            if identity.staff is None:
+                return [Reply(access_guidance(msg.channel, english=english))]
+            return [commands.whoami(identity, english=english)]
+        if kind == IntentKind.USERS:
+            return [commands.list_users(session, identity, english=english)]
+        if kind == IntentKind.ROLE:
+            return [commands.change_roles(session, identity, intent.arg, english=english)]
+        if kind == IntentKind.UNBIND:
+            return [commands.unbind(session, identity, intent.arg, english=english)]
+        return [Reply(pick(UNKNOWN_COMMAND, english, command=intent.arg))]
+
+    # ------------------------------------------------------------------------------------------
+    # dialogs
+
+    def _begin(self, session: Session, identity: Identity, msg: Incoming, name: str, arg: str,
+               now: datetime, english: bool) -> list[Item]:
+        dialog = dialogs.get(name)
+        assert dialog is not None, name
+        turn = self._turn(session, identity, now, english=english)
+        return self._store(session, msg, dialog.name, dialog.begin(turn, arg), now)
+
+    def _advance(self, session: Session, identity: Identity, msg: Incoming, state: DialogState,
+                 turn: Turn) -> list[Item]:
+        dialog = dialogs.get(state.dialog)
+        assert dialog is not None
+        return self._store(session, msg, dialog.name, dialog.advance(turn, state.step, state.data), turn.now)
+
+    def _store(self, session: Session, msg: Incoming, name: str, update: Update, now: datetime) -> list[Item]:
+        if update.step is None:
+            repo.clear_dialog(session, msg.channel, msg.user_key)
+        else:
+            repo.put_dialog(session, msg.channel, msg.user_key, name, update.step, update.data,
+                            ttl=self._ctx.settings.dialog_ttl_minutes, now=now)
+        return list(update.replies)
+
+    def _reprompt(self, session: Session, identity: Identity, state: DialogState, now: datetime) -> list[Item]:
+        dialog = dialogs.get(state.dialog)
+        if dialog is None:
+            return []
+        turn = self._turn(session, identity, now, english=state.data.get("_lang") == "en")
+        return [dialog.step(state.step).prompt(turn, state.data, dialog.name)]
+
+    def _expired_text(self, expired: DialogExpired, english: bool) -> str:
+        dialog = dialogs.get(expired.dialog)
+        english = expired.data.get("_lang") == "en" if "_lang" in expired.data else english
+        title = dialog.title_for(english) if dialog else pick(("操作", "action"), english)
+        restart = pick(dialog.restart_hint, english) if dialog else ""
+        return pick(EXPIRED, english, title=title, minutes=self._ctx.settings.dialog_ttl_minutes, restart=restart)
+
+    # ------------------------------------------------------------------------------------------
+    # knowledge
+
+    def _consortium_for(self, identity: Identity) -> str | None:
+        return identity.consortium_code or self._ctx.settings.default_consortium
+
+    def _resolve(self, lookup: commands.PolicyLookup) -> list[Reply]:
+        consortium = lookup.consortium or self._ctx.settings.default_consortium
+        answer = self.kb.ask(lookup.question, consortium=consortium)
+        return [Reply(lookup.intro + answer.text, choices=lookup.choices)]
+
+
+__all__ = ["ConversationEngine", "MAX_TEXT_CHARS"]
