@@ -1,0 +1,390 @@
+"""The WeCom channel: callback endpoint, processing of accepted messages, and the reply sender.
+
+Request path (``POST /wecom/callback``), all within a few milliseconds:
+
+1. ``timestamp`` within ``clock_skew_s`` of our clock, else 403; body must be XML with an
+   ``Encrypt`` element, else 400; ``msg_signature`` (SHA-1 over token, timestamp, nonce, Encrypt)
+   compared in constant time, else 403; the plaintext decrypted (AES) and parsed, else 400.
+2. Callbacks that need no answer (opening the app, location reports …) are acknowledged at once.
+3. Others are stored (``inbound_messages`` + the shared dedupe claim, group-committed), then
+   acknowledged with an empty 200. A retry of a message already stored is only acknowledged. If
+   the database cannot store it within ``persist_timeout_s`` the answer is 500, so WeCom retries.
+
+Processing (in the background, one message at a time per user, in arrival order): the message is
+turned into an ``Incoming`` (text; voice → its Recognition text; button click → ``choice``; file →
+downloaded with ``media/get`` under the size limit and type checks → an ``Attachment``) and given to
+the conversation engine in a thread; unsupported types get a short note instead. The replies are
+rendered to WeCom messages and queued in the outbox in the same transaction that marks the inbound
+row done. The outbox sender delivers them (see ``bot/outbox.py``).
+
+Rows left behind by a crash are picked up by a recovery loop once their lease has expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+import xmltodict
+from aiohttp import web
+
+from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
+from bot.wecom.api import MediaTooLarge, WeComAPI, WeComError
+from bot.wecom.crypto import WeComCrypto, WeComCryptoError
+from bot.wecom.inbound import Action, MalformedMessage, classify, dedupe_key, parse_plaintext
+from bot.wecom.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.wecom.render import render_replies
+from bot.wecom.transport import WeComTransport
+from handlers.messages import Attachment, Incoming, Reply
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "wecom"
+
+ENGINE_ERROR_ZH = "抱歉，处理您的消息时出现了问题，请稍后再试。如多次出现，请联系管理员。"
+FILE_TYPE_ZH = "暂不支持“{name}”这种文件类型。请发送 PDF、DOCX、TXT 或 MD 格式的政策文件。"
+FILE_TOO_LARGE_ZH = "文件过大（超过 {mb} MB），请拆分或压缩后再发送。"
+FILE_DOWNLOAD_FAILED_ZH = "文件下载失败，请稍后重新发送。"
+
+
+class Engine(Protocol):
+    def handle(self, msg: Incoming) -> list[Reply]: ...
+
+
+@dataclass
+class WeComOptions:
+    #: Callbacks whose timestamp is further than this from our clock are refused (403).
+    clock_skew_s: float = 300.0
+    api_timeout_s: float = 10.0
+    #: ``card`` (template card buttons) or ``markdown`` (choices listed; no buttons).
+    choice_style: str = "card"
+    #: How long a worker may process one inbound message before another may take it over.
+    inbound_lease_s: float = 120.0
+    #: Period of the loop that picks up inbound messages left behind by a crashed worker.
+    recovery_interval_s: float = 15.0
+    inbound_retry_s: float = 5.0
+    max_inbound_attempts: int = 5
+    #: Engine calls running at once (each in a thread).
+    max_concurrent: int = 4
+    #: Longest wait for the database on the acknowledgement path before answering 500.
+    persist_timeout_s: float = 3.0
+    duplicate_check_interval_s: int = 1800
+    rate_limit_pause_s: float = 10.0
+    #: Run the outbox sender in this process (one or more processes may do so).
+    run_sender: bool = True
+    outbox: OutboxOptions = field(default_factory=OutboxOptions)
+
+
+class _UserLocks:
+    """One asyncio lock per user, dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def run(self, user: str, fn: Callable[[], Awaitable[None]]) -> None:
+        lock, users = self._locks.get(user, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[user] = (lock, users + 1)
+        try:
+            async with lock:
+                await fn()
+        finally:
+            lock, users = self._locks[user]
+            if users <= 1:
+                del self._locks[user]
+            else:
+                self._locks[user] = (lock, users - 1)
+
+
+class WeComChannel:
+    def __init__(self, ctx: Any, engine: Engine, options: WeComOptions | None = None) -> None:
+        settings = ctx.settings
+        if not settings.wecom_enabled or settings.wecom_agent_id is None:
+            raise ValueError("WeCom is not configured (YILIAN_WECOM_CORP_ID, _AGENT_ID, _SECRET, _TOKEN, _AES_KEY)")
+        self.ctx = ctx
+        self.settings = settings
+        self.engine = engine
+        self.options = options or WeComOptions()
+        self.agent_id = int(settings.wecom_agent_id)
+        self.crypto = WeComCrypto(settings.wecom_token.get_secret_value(), settings.wecom_aes_key.get_secret_value(),
+                                  settings.wecom_corp_id)
+        self.api = WeComAPI(corp_id=settings.wecom_corp_id, secret=settings.wecom_secret.get_secret_value(),
+                            sessions=ctx.sessions, api_base=settings.wecom_api_base, agent_id=self.agent_id,
+                            timeout_s=self.options.api_timeout_s)
+        self.inbox = InboxStore(ctx.sessions, CHANNEL)
+        self.outbox = OutboxStore(ctx.sessions)
+        self.transport = WeComTransport(self.api, self.agent_id,
+                                        duplicate_check_interval_s=self.options.duplicate_check_interval_s,
+                                        rate_limit_pause_s=self.options.rate_limit_pause_s)
+        self.sender = OutboxSender(self.outbox, {CHANNEL: self.transport}, self.options.outbox)
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wecom-accept")
+        self._pending: list[tuple[NewInbound, asyncio.Future[int | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._user_locks = _UserLocks()
+        self._sem: asyncio.Semaphore | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._sem = asyncio.Semaphore(self.options.max_concurrent)
+        if self.options.run_sender:
+            await self.sender.start()
+        self._recovery = asyncio.create_task(self._recovery_loop(), name="wecom-inbound-recovery")
+        log.info("wecom channel started", extra={"agent_id": self.agent_id, "api_base": self.api.api_base})
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+            self._recovery = None
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._tasks:  # let messages being processed finish: their replies get queued
+            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+        await self.sender.stop(timeout_s)
+        await self.api.close()
+        self._db.shutdown(wait=True)
+        log.info("wecom channel stopped")
+
+    async def on_startup(self, app: web.Application) -> None:
+        await self.start()
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        await self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _timestamp_ok(self, timestamp: str) -> bool:
+        try:
+            return abs(time.time() - int(timestamp)) <= self.options.clock_skew_s
+        except (TypeError, ValueError):
+            return False
+
+    @staticmethod
+    def _reject(request: web.Request, status: int, reason: str) -> web.Response:
+        log.warning("wecom callback rejected (%s): %s", status, reason,
+                    extra={"remote": request.remote, "method": request.method})
+        return web.Response(status=status, text="")
+
+    async def handle_get(self, request: web.Request) -> web.Response:
+        """URL verification: answer the decrypted echostr, as plain text, nothing else."""
+        q = request.query
+        sig, ts, nonce, echostr = (q.get("msg_signature"), q.get("timestamp"), q.get("nonce"), q.get("echostr"))
+        if not sig or not ts or not nonce:
+            return self._reject(request, 403, "signature parameters missing")
+        if not self._timestamp_ok(ts):
+            return self._reject(request, 403, f"timestamp {ts!r} outside the allowed window")
+        if not echostr:
+            return self._reject(request, 400, "echostr missing")
+        echostr = echostr.replace(" ", "+")  # a '+' decoded as a space by a proxy
+        if not self.crypto.check_signature(sig, ts, nonce, echostr):
+            return self._reject(request, 403, "bad signature")
+        try:
+            plain = self.crypto.decrypt(echostr)
+        except WeComCryptoError as exc:
+            return self._reject(request, 400, f"echostr cannot be decrypted: {exc}")
+        return web.Response(body=plain.encode("utf-8"), content_type="text/plain")
+
+    async def handle_post(self, request: web.Request) -> web.Response:
+        q = request.query
+        sig, ts, nonce = q.get("msg_signature"), q.get("timestamp"), q.get("nonce")
+        if not sig or not ts or not nonce:
+            return self._reject(request, 403, "signature parameters missing")
+        if not self._timestamp_ok(ts):
+            return self._reject(request, 403, f"timestamp {ts!r} outside the allowed window")
+        body = await request.read()
+        try:
+            envelope = xmltodict.parse(body.decode("utf-8"))["xml"]
+            encrypted = envelope["Encrypt"]
+            if not isinstance(encrypted, str) or not encrypted.strip():
+                raise ValueError("empty Encrypt")
+        except Exception as exc:  # ExpatError, UnicodeDecodeError, KeyError, TypeError ...
+            return self._reject(request, 400, f"body is not a WeCom XML envelope ({type(exc).__name__})")
+        encrypted = encrypted.strip()
+        if not self.crypto.check_signature(sig, ts, nonce, encrypted):
+            return self._reject(request, 403, "bad signature")
+        try:
+            fields = parse_plaintext(self.crypto.decrypt(encrypted))
+        except (WeComCryptoError, MalformedMessage) as exc:
+            return self._reject(request, 400, f"payload cannot be decrypted or parsed: {exc}")
+        agent = str(fields.get("AgentID") or "").strip()
+        if agent and agent != str(self.agent_id):
+            log.warning("wecom callback for another agent (%s) ignored", agent)
+            return web.Response(status=200, text="")
+        key = dedupe_key(fields)
+        if classify(fields, key).kind == "ignore":
+            return web.Response(status=200, text="")
+        item = NewInbound(external_id=key, user_key=str(fields["FromUserName"]), payload=fields)
+        try:
+            row_id = await asyncio.wait_for(self._accept(item), timeout=self.options.persist_timeout_s)
+        except Exception:
+            log.exception("wecom callback could not be stored; WeCom will retry")
+            return web.Response(status=500, text="")
+        if row_id is None:
+            log.info("wecom callback %s is a repeat; acknowledged again", key)
+        else:
+            self._spawn(self._process_new(row_id, item.user_key))
+        return web.Response(status=200, text="")
+
+    # -- acknowledgement path: group commit -----------------------------------------------------
+
+    async def _accept(self, item: NewInbound) -> int | None:
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await fut
+
+    async def _write_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending[:500], self._pending[500:]
+            try:
+                ids = await loop.run_in_executor(
+                    self._db, partial(self.inbox.accept_batch, [i for i, _ in batch], lease_s=self.options.inbound_lease_s)
+                )
+            except Exception as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), row_id in zip(batch, ids):
+                if not fut.done():
+                    fut.set_result(row_id)
+
+    # -- processing ------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process_new(self, row_id: int, user: str) -> None:
+        async def run() -> None:
+            assert self._sem is not None
+            async with self._sem:
+                row = await asyncio.to_thread(self.inbox.claim, row_id, lease_s=self.options.inbound_lease_s)
+                if row is not None:
+                    await self._process(row)
+
+        await self._user_locks.run(user, run)
+
+    async def _process_claimed(self, row: ClaimedInbound) -> None:
+        async def run() -> None:
+            assert self._sem is not None
+            async with self._sem:
+                await self._process(row)
+
+        await self._user_locks.run(row.user_key, run)
+
+    async def _process(self, row: ClaimedInbound) -> None:
+        started = time.perf_counter()
+        try:
+            replies = await self._replies_for(classify(row.payload, row.external_id))
+            payloads = render_replies(replies, style=self.options.choice_style)
+        except Exception as exc:  # download failed, database trouble …: try again later
+            if row.attempts < self.options.max_inbound_attempts:
+                log.warning("wecom message %s: attempt %s failed (%s); will retry", row.external_id, row.attempts, exc)
+                try:
+                    await asyncio.to_thread(self.inbox.retry, row, self.options.inbound_retry_s * row.attempts, str(exc))
+                except Exception:
+                    log.exception("wecom message %s: could not schedule a retry", row.external_id)
+                return
+            log.error("wecom message %s: giving up after %s attempts (%s)", row.external_id, row.attempts, exc)
+            payloads = render_replies([Reply(text=ENGINE_ERROR_ZH)])
+        try:
+            finished = await asyncio.to_thread(self.inbox.finish, row, payloads)
+        except Exception:
+            log.exception("wecom message %s: replies could not be queued; will retry", row.external_id)
+            return  # the lease runs out and the recovery loop processes the message again
+        if not finished:
+            log.warning("wecom message %s: claim lost before the replies were queued", row.external_id)
+            return
+        self.sender.wake()
+        log.info("wecom message processed", extra={"external_id": row.external_id, "parts": len(payloads),
+                                                    "ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    async def _replies_for(self, action: Action) -> list[Reply]:
+        if action.kind == "note":
+            return [Reply(text=action.note or "")]
+        if action.kind == "ignore":
+            return []
+        incoming = action.incoming
+        if action.kind == "file":
+            incoming_or_note = await self._download(action)
+            if isinstance(incoming_or_note, Reply):
+                return [incoming_or_note]
+            incoming = incoming_or_note
+        assert incoming is not None
+        try:
+            return list(await asyncio.to_thread(self.engine.handle, incoming))
+        except Exception:
+            # The engine may have done part of its work: never run it twice for one message.
+            log.exception("conversation engine failed on a wecom message", extra={"user": incoming.user_key})
+            return [Reply(text=ENGINE_ERROR_ZH)]
+
+    async def _download(self, action: Action) -> Incoming | Reply:
+        from knowledge.readers import SUPPORTED_SUFFIXES
+
+        def unsupported(name: str) -> bool:
+            return PurePosixPath(name.replace("\\", "/")).suffix.lower() not in SUPPORTED_SUFFIXES
+
+        if action.file_name and unsupported(action.file_name):
+            return Reply(text=FILE_TYPE_ZH.format(name=action.file_name))
+        limit = int(self.settings.max_upload_bytes)
+        try:
+            media = await self.api.get_media(action.media_id or "", max_bytes=limit)
+        except MediaTooLarge:
+            return Reply(text=FILE_TOO_LARGE_ZH.format(mb=max(1, round(limit / 1024 / 1024))))
+        except WeComError as exc:
+            if exc.retryable:
+                raise
+            log.warning("wecom media/get failed for good: %s", exc)
+            return Reply(text=FILE_DOWNLOAD_FAILED_ZH)
+        name = action.file_name or media.file_name
+        if unsupported(name):
+            return Reply(text=FILE_TYPE_ZH.format(name=name))
+        assert action.incoming is not None
+        return replace(action.incoming, attachments=(
+            Attachment(file_name=name, data=media.data, mime_type=media.content_type),))
+
+    # -- recovery --------------------------------------------------------------------------------
+
+    async def recover_once(self) -> int:
+        rows = await asyncio.to_thread(self.inbox.claim_due, 50, lease_s=self.options.inbound_lease_s)
+        for row in rows:
+            log.info("wecom message %s picked up again (attempt %s)", row.external_id, row.attempts)
+            self._spawn(self._process_claimed(row))
+        return len(rows)
+
+    async def _recovery_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.recover_once()
+            except Exception:
+                log.exception("wecom inbound recovery failed")
+            await asyncio.sleep(self.options.recovery_interval_s)
+
+    # -- tests and status ------------------------------------------------------------------------
+
+    async def idle(self, timeout_s: float = 10.0) -> None:
+        """Wait until no message is being processed (tests)."""
+        deadline = time.monotonic() + timeout_s
+        while (self._tasks or self._pending) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
