@@ -15,7 +15,10 @@ MAX_ANSWER_BYTES = 2048
 MAX_QUOTES = 3
 # Evidence strength (IDF-weighted share of the question's terms found in one clause) below which
 # the policies are taken not to cover the question.
-MIN_COVERAGE = 0.33
+MIN_COVERAGE = 0.28
+MIN_COVERAGE_NAMED = 0.2
+CONFIDENT_COVERAGE = 0.45
+MAX_UNKNOWN_SHARE = 0.33
 SECONDARY_RATIO = 0.85  # a second/third clause is quoted only when nearly as relevant
 TOP_SHARE = 0.55  # of the byte budget, for the best clause when several are quoted
 TOP_QUOTE_BYTES = 1000  # ~330 Chinese characters: a whole clause, or its most relevant sentences
@@ -63,9 +66,27 @@ def evidence_strength(hits: list) -> float:
     return max((h.coverage for h in hits[:5]), default=0.0)
 
 
+def is_covered(hits: list) -> bool:
+    """Do the policies speak about this question at all?
+
+    Weak overlap is not enough; middling overlap is not enough either when much of the question
+    is words that no policy uses (停车场, 押金, 年终奖): then the overlap is on generic words.
+    """
+    if not hits:
+        return False
+    strength = evidence_strength(hits)
+    # A question that names one of our policies ("临沧…") is very likely about it: it may use its
+    # own words for what the policy says ("口号" for a list of goals).
+    if strength < (MIN_COVERAGE_NAMED if hits[0].named else MIN_COVERAGE):
+        return False
+    if hits[0].named:
+        return True
+    return not (strength < CONFIDENT_COVERAGE and hits[0].unknown_share >= MAX_UNKNOWN_SHARE)
+
+
 def compose(question: str, hits: list, *, language: str) -> Answer:
     """Quote the best clauses for ``question``, or refuse when the evidence is weak."""
-    if not hits or evidence_strength(hits) < MIN_COVERAGE:
+    if not is_covered(hits):
         return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
     chosen = _choose(hits)
     header = "According to the policy documents (quoted in the original Chinese):" if language == "en" else ""

@@ -59,7 +59,9 @@ class Heading:
     @property
     def label(self) -> str:
         """How the heading appears in a citation path: its number and short title."""
-        return clean_display(f"{self.marker} {self.title}".strip())
+        marker = clean_display(self.marker)
+        gap = "" if not marker or not marker[-1].isdigit() else " "
+        return f"{marker}{gap}{clean_display(self.title)}".strip()
 
 
 @dataclass

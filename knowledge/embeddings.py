@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -69,7 +70,9 @@ class SentenceTransformerEmbedder:
         return _normalise(vectors)
 
 
+@lru_cache(maxsize=4)
 def make_embedder(model: str | None) -> Embedder:
+    """One embedder per model and process: the weights are large and read-only."""
     if model:
         return SentenceTransformerEmbedder(model)
     return UseEmbedder()

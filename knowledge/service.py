@@ -10,6 +10,7 @@ retrieval only returns ids that SQL says are live.
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import threading
 import time
@@ -38,8 +39,10 @@ LEXICAL_CANDIDATES = 40
 # and a second, self-written set; see bench/bench_knowledge.py):
 W_BM25 = 1.0  # BM25 over jieba words and character bigrams, divided by the best score
 W_DENSE = 0.5  # cosine similarity of the multilingual sentence vectors
-W_COVERAGE = 2.0  # IDF-weighted share of the question's terms present in the clause
-OWN_CONSORTIUM_BONUS = 0.15  # the asker's own consortium's documents win near-ties
+W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the clause
+W_HEADING = 0.5  # share of the question's terms in the clause's own title
+NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
+OWN_CONSORTIUM_BONUS = 0.6  # the asker's own consortium's documents win near-ties
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class ChunkView:
     body: str
     text: str
     tokens: frozenset[str]
+    heading_tokens: frozenset[str] = frozenset()
 
     @property
     def citation(self) -> str:
@@ -67,6 +71,9 @@ class Hit:
     bm25: float = 0.0
     dense: float = 0.0
     coverage: float = 0.0
+    heading: float = 0.0
+    unknown_share: float = 0.0  # of the question's weight, on words no document uses
+    named: bool = False  # the question names this clause's document ("临沧…")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class _Snapshot:
     bm25: object | None = None
     idf: dict[str, float] = field(default_factory=dict)
     unknown_idf: float = 1.0
+    # words that single out one document by name ("临沧", "油田医院"), per document title
+    title_words: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class KnowledgeBase:
@@ -243,12 +252,14 @@ class KnowledgeBase:
         if not snap.chunks:
             return []
         if is_mostly_latin(question):
-            query_text = f"{question} {english_to_chinese_terms(question)}"
+            terms, unmapped = english_to_chinese_terms(question)
+            query_text = f"{question} {terms}"
+            # coverage: the Chinese terms we understood, and each word we did not (never matched)
+            asked = set(tokenize(terms)) | {f"?{w}" for w in unmapped}
         else:
             query_text = expand_query(question)
+            asked = set(tokenize(question))  # judged on what the user asked, not on our expansions
         q_tokens = tokenize(query_text)
-        # coverage is judged on what the user asked, not on our expansions
-        asked = set(tokenize(question if not is_mostly_latin(question) else query_text))
         bm25_scores = np.asarray(snap.bm25.get_scores(q_tokens)) if q_tokens else np.zeros(len(snap.chunks))
         vector = self._embedder.encode([question])[0]
         dense_pairs = [
@@ -258,19 +269,31 @@ class KnowledgeBase:
         dense_by_pos = dict(dense_pairs)
         candidates.update(dense_by_pos)
         best_bm25 = float(bm25_scores.max()) or 1.0
+        named = {title for title, words in snap.title_words.items() if words & asked}
         # Query terms the corpus never uses weigh the most: they are the best evidence that the
         # policies do not speak about the subject at all.
         q_weights = {t: snap.idf.get(t, snap.unknown_idf) for t in asked}
         total_idf = sum(q_weights.values()) or 1.0
+        unknown_share = sum(w for t, w in q_weights.items() if t not in snap.idf and not t.startswith("#")) / total_idf
         hits = []
         for pos in candidates:
             chunk = snap.chunks[pos]
             coverage = sum(w for t, w in q_weights.items() if t in chunk.tokens) / total_idf
+            heading = sum(w for t, w in q_weights.items() if t in chunk.heading_tokens) / total_idf
             dense = float(dense_by_pos.get(pos, 0.0))
-            score = W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage
-            if consortium and chunk.consortium == consortium:
+            score = (
+                W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage + W_HEADING * heading
+            )
+            if named:  # the user named a policy: its clauses first
+                score += NAMED_DOCUMENT_BONUS if chunk.document_title in named else 0.0
+            elif consortium and chunk.consortium == consortium:
                 score += OWN_CONSORTIUM_BONUS
-            hits.append(Hit(chunk, float(score), float(bm25_scores[pos]), dense, coverage))
+            hits.append(
+                Hit(
+                    chunk, float(score), float(bm25_scores[pos]), dense, coverage, heading, unknown_share,
+                    chunk.document_title in named,
+                )
+            )
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:k]
 
@@ -299,9 +322,48 @@ def _bump_generation(session: Session) -> None:
         state.generation += 1
 
 
-def _load_snapshot(session: Session, generation: int) -> _Snapshot:
+def _distinctive_title_words(chunks: list[ChunkView]) -> dict[str, frozenset[str]]:
+    """Words of each title that single its document out: place and hospital names.
+
+    A title word counts when the document's own clauses use it and nearly no other document's
+    do ("临沧", "油田"), which excludes generic title words ("医疗机构", "实施方案").
+    """
+    titles = {c.document_title for c in chunks}
+    result = {}
+    for title in titles:
+        words = {w for w in tokenize(title) if not w.startswith("#") and len(w) >= 2}
+        keep = set()
+        for w in words:
+            own = sum(1 for c in chunks if w in c.tokens and c.document_title == title)
+            other = sum(1 for c in chunks if w in c.tokens and c.document_title != title)
+            if own and other <= 0.1 * (own + other):
+                keep.add(w)
+                if len(w) >= 3 and w[-1] in "市区县州":  # "张店区" is also asked about as "张店"
+                    keep.add(w[:-1])
+        result[title] = frozenset(keep)
+    return result
+
+
+def _lucene_bm25(corpus: list[list[str]]):
+    """BM25 with Lucene's always-positive IDF, log(1 + (N - n + 0.5) / (n + 0.5)).
+
+    rank_bm25's Okapi IDF goes to zero or below when a term is in half the chunks, which on a
+    small knowledge base (one freshly uploaded policy) makes every term worthless.
+    """
+    import math
+
     from rank_bm25 import BM25Okapi
 
+    class LuceneBM25(BM25Okapi):
+        def _calc_idf(self, nd):  # noqa: ANN001 - rank_bm25's signature
+            for word, freq in nd.items():
+                self.idf[word] = math.log(1 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
+            self.average_idf = sum(self.idf.values()) / max(len(self.idf), 1)
+
+    return LuceneBM25(corpus)
+
+
+def _load_snapshot(session: Session, generation: int) -> _Snapshot:
     rows = session.execute(
         select(Chunk, Document.title, Document.consortium).join(Document).order_by(Document.title, Chunk.seq)
     ).all()
@@ -314,13 +376,15 @@ def _load_snapshot(session: Session, generation: int) -> _Snapshot:
         text = " › ".join([title, *path]) + "\n" + chunk.text
         chunks.append(
             ChunkView(
-                chunk.id, title, consortium, path, chunk.clause_no, chunk.kind, chunk.text, text, frozenset(tokens)
+                chunk.id, title, consortium, path, chunk.clause_no, chunk.kind, chunk.text, text, frozenset(tokens),
+                frozenset(tokenize(path[-1])) if path and chunk.kind == "clause" else frozenset(),
             )
         )
     snap = _Snapshot(generation=generation, chunks=chunks, position={c.id: i for i, c in enumerate(chunks)})
     if corpus:
-        bm25 = BM25Okapi(corpus)
+        bm25 = _lucene_bm25(corpus)
         snap.bm25 = bm25
-        snap.idf = {t: max(v, 0.0) for t, v in bm25.idf.items()}
-        snap.unknown_idf = max(snap.idf.values(), default=1.0)
+        snap.idf = dict(bm25.idf)
+        snap.unknown_idf = max(snap.idf.values())
+        snap.title_words = _distinctive_title_words(chunks)
     return snap

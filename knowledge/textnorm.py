@@ -15,8 +15,8 @@ _CJK = r"\u3400-\u9fff\uf900-\ufaff"
 _CJK_PUNCT = r"\u3000-\u303f\uff00-\uffef“”‘’《》"
 # A run of blanks with a CJK character (or CJK punctuation) on at least one side is noise from
 # fixed-width layout; blanks between two Latin words are real and kept.
-_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}{_CJK_PUNCT}])[ \t\u3000\xa0]+|[ \t\u3000\xa0]+(?=[{_CJK}{_CJK_PUNCT}])")
-_MULTI_SPACE = re.compile(r"[ \t\u3000\xa0]{2,}")
+_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}{_CJK_PUNCT}])[^\S\n]+|[^\S\n]+(?=[{_CJK}{_CJK_PUNCT}])")
+_MULTI_SPACE = re.compile(r"[^\S\n]{2,}")
 _WS = re.compile(r"\s+")
 
 SENTENCE_END = "。！？；!?;"

@@ -137,17 +137,17 @@ def expand_query(question: str) -> str:
     return question + (" " + " ".join(extra) if extra else "")
 
 
-def english_to_chinese_terms(text: str) -> str:
-    """The Chinese policy terms an English question refers to ("" when none are known)."""
+def english_to_chinese_terms(text: str) -> tuple[str, list[str]]:
+    """The Chinese policy terms an English question refers to, and its words we could not map.
+
+    The unmapped words matter for refusals: "Wi-Fi password" maps to nothing, so a question
+    about it must not look covered just because "hospital" maps to 医院.
+    """
     lowered = unicodedata.normalize("NFKC", text).lower()
     terms: list[str] = []
     for phrase in sorted(EN_ZH, key=len, reverse=True):
         if re.search(rf"\b{re.escape(phrase)}", lowered):
             terms.append(EN_ZH[phrase])
-            lowered = lowered.replace(phrase, " ")
-    return " ".join(terms)
-
-
-def content_words(text: str) -> list[str]:
-    """English content words of ``text`` (for refusal checks of English questions)."""
-    return [w for w in _EN_WORD.findall(text.lower()) if w not in EN_STOPWORDS]
+            lowered = re.sub(rf"\b{re.escape(phrase)}[a-z']*", " ", lowered)
+    unmapped = [w for w in _EN_WORD.findall(lowered) if w not in EN_STOPWORDS and len(w) > 1]
+    return " ".join(terms), unmapped

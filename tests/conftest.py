@@ -1,0 +1,50 @@
+"""Shared fixtures.
+
+``app_context`` is one fully-built assistant (SQLite + embedded Chroma + the sample policies and
+sample directory) shared by the whole session, because indexing takes a few seconds. Tests that
+change documents must build their own (see ``fresh_context``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.context import AppContext, build_context
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)
+
+
+def populate(ctx: AppContext) -> AppContext:
+    from knowledge.samples import sample_policies
+    from storage.directory_import import import_directory
+
+    for path, consortium in sample_policies():
+        ctx.kb.ingest_path(path, uploaded_by="test", consortium=consortium)
+    with ctx.sessions.begin() as session:
+        report = import_directory(session, REPO / "storage" / "samples" / "directory.yaml", actor="test")
+        assert report.ok, report.errors
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def app_context(tmp_path_factory) -> AppContext:
+    ctx = build_context(make_settings(tmp_path_factory.mktemp("yilian-shared")))
+    populate(ctx)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def fresh_context(tmp_path) -> AppContext:
+    """An empty assistant of its own (no documents, no directory)."""
+    ctx = build_context(make_settings(tmp_path / "var"))
+    yield ctx
+    ctx.close()

@@ -1,0 +1,139 @@
+"""The knowledge base as a physician and an admin experience it: answers, refusals, updates."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from knowledge.answer import MAX_ANSWER_BYTES
+from knowledge.evaluation import evaluate, load_questions
+from knowledge.extract_types import IngestError
+from knowledge.service import KnowledgeBase
+from tests.conftest import DATA
+
+
+def test_dev_question_set_meets_the_quality_targets(app_context):
+    summary = evaluate(app_context.kb, load_questions(DATA / "dev.jsonl"))
+    assert summary.hit_at_5 >= 0.95
+    assert summary.mrr >= 0.90
+    assert summary.answer_accuracy >= 0.95
+    assert summary.refusal_rate >= 0.9
+    assert summary.false_refusal_rate <= 0.05
+    assert summary.max_answer_bytes <= MAX_ANSWER_BYTES
+
+
+def test_answer_quotes_the_clause_and_names_its_source(app_context):
+    answer = app_context.kb.ask("联席会议多久开一次？")
+    assert not answer.refused
+    assert "每年至少组织一次联席会议" in answer.text
+    assert "出处：《德阳市人民医院城市医疗集团工作制度》 › 3.标准 › 3.3 联席会议" in answer.text
+
+
+def test_english_question_finds_the_chinese_clause_and_is_framed_in_english(app_context):
+    answer = app_context.kb.ask("What is the two-way referral green channel?")
+    assert not answer.refused
+    assert answer.language == "en"
+    assert answer.text.startswith("According to the policy documents")
+    assert "绿色通道" in answer.text and "Source" in answer.text
+
+
+@pytest.mark.parametrize("question", ["医院停车场收费标准是什么？", "医院食堂几点开饭？", "What is the hospital's Wi-Fi password?"])
+def test_questions_the_policies_do_not_cover_are_refused_without_inventing(app_context, question):
+    answer = app_context.kb.ask(question)
+    assert answer.refused
+    assert answer.quotes == []
+    assert "出处" not in answer.text and "《" not in answer.text
+
+
+def test_own_consortium_documents_are_preferred_for_a_shared_topic(app_context):
+    question = "理事会办公室设在哪里？"
+    zhangdian = app_context.kb.ask(question, consortium="zhangdian")
+    songyuan = app_context.kb.ask(question, consortium="songyuan")
+    assert zhangdian.quotes[0].citation.startswith("《张店区")
+    assert songyuan.quotes[0].citation.startswith("《松原")
+
+
+def test_every_answer_fits_one_wecom_message(app_context):
+    for question in ("医联体有哪些任务？", "城市医疗集团的主要任务和保障措施有哪些？", "双向转诊"):
+        answer = app_context.kb.ask(question)
+        assert len(answer.text.encode("utf-8")) <= MAX_ANSWER_BYTES
+
+
+POLICY_V1 = "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次，由牵头医院医务部组织。\n"
+POLICY_V2 = "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每季度召开一次，由牵头医院医务部组织。\n"
+
+
+def _clause_texts(kb: KnowledgeBase, question: str) -> list[str]:
+    return [h.chunk.body for h in kb.retrieve(question)]
+
+
+def test_reingesting_unchanged_file_is_a_no_op(fresh_context):
+    kb = fresh_context.kb
+    first = kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode())
+    again = kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode())
+    assert (first.status, again.status) == ("added", "unchanged")
+    assert [d.version for d in kb.documents()] == [1]
+
+
+def test_changed_file_replaces_the_old_version_everywhere(fresh_context):
+    kb = fresh_context.kb
+    other_process = KnowledgeBase(fresh_context.sessions, kb._embedder, kb._vectors)
+    kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode(), uploaded_by="admin_sy")
+    assert "每月召开一次" in other_process.ask("联络员例会多久开一次？").text
+    old_ids = {h.chunk.id for h in kb.retrieve("联络员例会")}
+
+    result = kb.ingest_bytes("联络员会议制度.txt", POLICY_V2.encode(), uploaded_by="admin_sy")
+    assert (result.status, result.version) == ("updated", 2)
+    for base in (kb, other_process):  # another worker notices the swap too
+        answer = base.ask("联络员例会多久开一次？")
+        assert "每季度召开一次" in answer.text
+        assert "每月" not in answer.text
+        assert not any("每月" in t for t in _clause_texts(base, "联络员例会每月召开"))
+    assert not (old_ids & kb._vectors.ids()), "old vectors must be gone from Chroma"
+
+
+def test_removal_deletes_from_sql_and_vectors(fresh_context):
+    kb = fresh_context.kb
+    kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode())
+    assert kb._vectors.ids()
+    assert kb.remove("联络员会议制度")
+    assert kb.documents() == []
+    assert kb._vectors.ids() == set()
+    assert kb.ask("联络员例会多久开一次？").refused
+    assert not kb.remove("联络员会议制度")
+
+
+def test_bad_file_is_rejected_with_its_name_and_index_left_as_it_was(fresh_context):
+    kb = fresh_context.kb
+    kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode())
+    with pytest.raises(IngestError) as err:
+        kb.ingest_bytes("联络员会议制度.pdf", b"%PDF-1.4 this is not really a pdf")
+    assert err.value.file_name == "联络员会议制度.pdf"
+    with pytest.raises(IngestError):
+        kb.ingest_bytes("scan.exe", b"MZ\x90\x00")
+    assert [d.version for d in kb.documents()] == [1]
+    assert "每月召开一次" in kb.ask("联络员例会多久开一次？").text
+
+
+def test_docx_policy_is_answerable(fresh_context):
+    docx = pytest.importorskip("docx")
+    document = docx.Document()
+    document.add_paragraph("进修管理办法", style="Title")
+    document.add_paragraph("一、进修期限")
+    document.add_paragraph("（一）基层医师到牵头医院进修，期限一般为六个月，进修期间免收进修费。")
+    table = document.add_table(rows=2, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "科室", "名额"
+    table.rows[1].cells[0].text, table.rows[1].cells[1].text = "心内科", "4"
+    buf = io.BytesIO()
+    document.save(buf)
+    result = fresh_context.kb.ingest_bytes("进修管理办法.docx", buf.getvalue())
+    assert result.title == "进修管理办法"
+    answer = fresh_context.kb.ask("基层医师进修期限多长？")
+    assert "六个月" in answer.text and "《进修管理办法》" in answer.text
+    assert "科室：心内科；名额：4" in fresh_context.kb.ask("心内科进修名额有几个？").text
+
+
+def test_empty_knowledge_base_says_so(fresh_context):
+    answer = fresh_context.kb.ask("联席会议多久开一次？")
+    assert answer.refused and "还没有任何政策文件" in answer.text
