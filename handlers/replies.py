@@ -46,7 +46,7 @@ CHANNEL_LIMITS: dict[str, Limit | None] = {
 # Boundaries, strongest first. Each pattern matches the *end* of a piece (the cut goes after it).
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _LINE = re.compile(r"\n")
-_SENTENCE = re.compile(r"[。！？!?；;…]+[”’」』）)\]】]*\s*|\.(?=\s)\s*")
+_SENTENCE = re.compile(r"[。！？!?；;…]+[”’」』）)\]】]*\s*|(?<![0-9])\.(?=\s)\s*")
 _CLAUSE = re.compile(r"[，,、：:]\s*|\s+")
 
 

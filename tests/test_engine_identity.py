@@ -1,0 +1,123 @@
+"""Who may do what: unbound users, channel identities, admin commands, audit, intent routing."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from handlers.intents import IntentKind, route
+from storage import repositories as repo
+from storage.models import AuditLog, Staff
+
+pytest_plugins = ("engine_support",)
+
+
+def audit(ctx, action: str) -> list[AuditLog]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(AuditLog).where(AuditLog.action == action)))
+
+
+def test_unbound_telegram_user_is_told_how_to_get_access(chat):
+    tg = chat("telegram", "800001")
+    for command in ("/refer", "转诊", "提醒", "/status"):
+        text = tg.say(command)[0].text
+        assert "尚未绑定" in text and "/bind" in text and "管理员" in text, command
+        assert "请选择转诊方向" not in text
+
+
+def test_unknown_wecom_user_is_told_to_ask_for_directory_entry(chat):
+    text = chat("wecom", "stranger01").say("/refer")[0].text
+    assert "企业微信账号" in text and "人员名录" in text
+    assert "/bind" not in text
+
+
+def test_wecom_user_in_the_directory_is_recognised(chat):
+    doctor = chat("wecom", "wangsiyuan")
+    doctor.say("/whoami")
+    assert "王思远" in doctor.text and "松原吉林油田医院" in doctor.text
+    doctor.say("/refer")
+    assert "请选择转诊方向" in doctor.text
+
+
+def test_web_guest_gets_guidance_and_a_menu_without_staff_actions(chat):
+    guest = chat("web", "guest-xyz123")
+    guest.say("帮助")
+    assert "政策问答" in guest.buttons and "发起转诊" not in guest.buttons
+    guest.say("/refer")
+    assert "未绑定的访客" in guest.text and "身份" in guest.text
+
+
+def test_menu_offers_the_main_actions_as_buttons_and_they_work(chat):
+    doctor = chat("web", "dr_wang_sy")
+    doctor.say("菜单")
+    assert {"政策问答", "发起转诊", "提醒与配额"} <= set(doctor.buttons)
+    assert "邀请人员" not in doctor.buttons
+    doctor.press("发起转诊")
+    assert "请选择转诊方向" in doctor.text
+    admin = chat("web", "admin_sy")
+    admin.say("/help")
+    assert {"邀请人员", "人员列表"} <= set(admin.buttons)
+    admin.press("人员列表")
+    assert "dr_wang_sy" in admin.text and "王思远" in admin.text
+    assert "dr_li_lc" not in admin.text  # another consortium's staff are not listed
+    assert "13800" not in admin.text  # no phone numbers
+
+
+def test_physician_cannot_use_admin_commands(chat, engine_ctx):
+    doctor = chat("web", "dr_wang_sy")
+    for command in ("邀请 dr_zhao_sy", "/invite dr_zhao_sy", "/users", "人员列表", "/role dr_zhao_sy admin",
+                    "/unbind dr_zhao_sy"):
+        text = doctor.say(command)[0].text
+        assert "只有管理员" in text, command
+        assert "绑定码" not in text
+    denied = audit(engine_ctx, "access.denied")
+    assert len(denied) == 6 and {e.actor for e in denied} == {"dr_wang_sy"}
+    assert audit(engine_ctx, "invite.create") == []
+    with engine_ctx.sessions() as session:
+        assert repo.get_staff_by_code(session, "dr_zhao_sy").roles == ["physician"]
+
+
+def test_admin_changes_roles_and_it_is_audited(chat, engine_ctx):
+    admin = chat("web", "admin_sy")
+    admin.say("角色 dr_zhao_sy 医生 联络员")
+    assert "由“医生”改为“医生、联络员”" in admin.text
+    entries = audit(engine_ctx, "role_change")
+    assert len(entries) == 1 and entries[0].actor == "admin_sy" and entries[0].target == "staff:dr_zhao_sy"
+    admin.say("角色 admin_sy 医生")
+    assert "不能取消您自己的管理员角色" in admin.text
+    admin.say("/role dr_li_lc admin")  # another consortium
+    assert "只能管理本医联体的人员" in admin.text
+    with engine_ctx.sessions() as session:
+        assert repo.get_staff_by_code(session, "dr_li_lc").roles == ["physician"]
+
+
+def test_admin_unbinds_a_lost_telegram_account(chat, engine_ctx):
+    with engine_ctx.sessions.begin() as session:
+        code = repo.create_invite(session, repo.get_staff_by_code(session, "dr_wang_sy"), created_by="test")
+    tg = chat("telegram", "800100")
+    tg.say(f"/bind {code}")
+    chat("web", "admin_sy").say("解绑 dr_wang_sy")
+    tg.say("/refer")
+    assert "尚未绑定" in tg.text
+    assert len(audit(engine_ctx, "unbind")) == 1
+
+
+def test_deactivated_staff_are_treated_as_unbound(chat, engine_ctx):
+    with engine_ctx.sessions.begin() as session:
+        session.scalar(select(Staff).where(Staff.code == "dr_zhao_sy")).active = False
+    text = chat("wecom", "zhaoyiming").say("/refer")[0].text
+    assert "尚未登记" in text
+
+
+def test_routing_of_commands_keywords_and_questions():
+    assert route("/bind ABCD2345").kind == IntentKind.BIND and route("/bind ABCD2345").arg == "ABCD2345"
+    assert route("/bind@YiLianBot").kind == IntentKind.BIND
+    assert route("绑定 ABCD2345").arg == "ABCD2345"
+    assert route("转诊").kind == IntentKind.REFER
+    assert route("转诊需要什么条件？").kind == IntentKind.ASK  # a sentence is a question
+    assert route("取消").kind == IntentKind.CANCEL and route("/cancel").kind == IntentKind.CANCEL
+    assert route("帮助").kind == IntentKind.HELP and route("菜单").kind == IntentKind.HELP
+    assert route("邀请 dr_wang_sy").kind == IntentKind.INVITE
+    assert route("invite a colleague to the meeting").kind == IntentKind.ASK
+    assert route("进修").kind == IntentKind.STATUS and route("配额").kind == IntentKind.STATUS
+    assert route("/ask What is a consortium?").english
+    assert not route("/bind ABCD2345").english
