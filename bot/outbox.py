@@ -68,8 +68,8 @@ def enqueue(session: Session, channel: str, recipient: str, payload: Mapping[str
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        return session.execute(stmt).rowcount == 1
+        stmt = insert(_T).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(_T.c.id)
+        return session.execute(stmt).scalar() is not None
     # pragma: no cover - other databases
     if session.scalar(select(_T.c.id).where(_T.c.dedupe_key == dedupe_key)) is not None:
         return False

@@ -42,7 +42,7 @@ W_DENSE = 0.5  # cosine similarity of the multilingual sentence vectors
 W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the clause
 W_HEADING = 0.5  # share of the question's terms in the clause's own title
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
-OWN_CONSORTIUM_BONUS = 0.6  # the asker's own consortium's documents win near-ties
+OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties
 
 
 @dataclass(frozen=True)
