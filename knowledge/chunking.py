@@ -12,7 +12,7 @@ sentence ends) and one chunk per table row with its column names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from knowledge.extract_types import Extracted, TableBlock, TextBlock
 from knowledge.textnorm import SENTENCE_END, clean_display, fold, split_sentences

@@ -62,7 +62,8 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
         self.name = "st-" + "".join(c if c.isalnum() else "-" for c in path.name.lower())[:40].strip("-")
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -26,7 +26,7 @@ from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, Answer, compose
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.extract_types import IngestError
-from knowledge.tokenize import english_to_chinese_terms, expand_query, tokenize
+from knowledge.tokenize import english_concepts, expand_query, tokenize
 from knowledge.textnorm import is_mostly_latin
 from knowledge.vector_index import ChromaIndex
 from storage.models import Chunk, Document, KnowledgeState
@@ -252,13 +252,14 @@ class KnowledgeBase:
         if not snap.chunks:
             return []
         if is_mostly_latin(question):
-            terms, unmapped = english_to_chinese_terms(question)
-            query_text = f"{question} {terms}"
-            # coverage: the Chinese terms we understood, and each word we did not (never matched)
-            asked = set(tokenize(terms)) | {f"?{w}" for w in unmapped}
+            units = english_concepts(question)
+            query_text = question + " " + " ".join(zh for _, zh in units)
+            concepts = [frozenset(tokenize(en)) | frozenset(tokenize(zh)) for en, zh in units]
         else:
             query_text = expand_query(question)
-            asked = set(tokenize(question))  # judged on what the user asked, not on our expansions
+            # judged on what the user asked, not on our expansions
+            concepts = [frozenset([t]) for t in set(tokenize(question))]
+        concepts = [c for c in concepts if c]
         q_tokens = tokenize(query_text)
         bm25_scores = np.asarray(snap.bm25.get_scores(q_tokens)) if q_tokens else np.zeros(len(snap.chunks))
         vector = self._embedder.encode([question])[0]
@@ -269,17 +270,23 @@ class KnowledgeBase:
         dense_by_pos = dict(dense_pairs)
         candidates.update(dense_by_pos)
         best_bm25 = float(bm25_scores.max()) or 1.0
-        named = {title for title, words in snap.title_words.items() if words & asked}
-        # Query terms the corpus never uses weigh the most: they are the best evidence that the
-        # policies do not speak about the subject at all.
-        q_weights = {t: snap.idf.get(t, snap.unknown_idf) for t in asked}
-        total_idf = sum(q_weights.values()) or 1.0
-        unknown_share = sum(w for t, w in q_weights.items() if t not in snap.idf and not t.startswith("#")) / total_idf
+        named = {title for title, words in snap.title_words.items() if any(words & c for c in concepts)}
+        # A concept weighs its rarest known form; one the corpus never uses weighs the most, as
+        # it is the best evidence that the policies do not speak about the subject at all.
+        weights = [max((snap.idf[t] for t in c if t in snap.idf), default=snap.unknown_idf) for c in concepts]
+        total = sum(weights) or 1.0
+        unknown_share = sum(
+            w for c, w in zip(concepts, weights) if not any(t in snap.idf for t in c) and not all(t.startswith("#") for t in c)
+        ) / total
+
+        def share(tokens: frozenset[str]) -> float:
+            return sum(w for c, w in zip(concepts, weights) if c & tokens) / total
+
         hits = []
         for pos in candidates:
             chunk = snap.chunks[pos]
-            coverage = sum(w for t, w in q_weights.items() if t in chunk.tokens) / total_idf
-            heading = sum(w for t, w in q_weights.items() if t in chunk.heading_tokens) / total_idf
+            coverage = share(chunk.tokens)
+            heading = share(chunk.heading_tokens)
             dense = float(dense_by_pos.get(pos, 0.0))
             score = (
                 W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage + W_HEADING * heading
@@ -350,7 +357,6 @@ def _lucene_bm25(corpus: list[list[str]]):
     rank_bm25's Okapi IDF goes to zero or below when a term is in half the chunks, which on a
     small knowledge base (one freshly uploaded policy) makes every term worthless.
     """
-    import math
 
     from rank_bm25 import BM25Okapi
 

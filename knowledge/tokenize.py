@@ -49,7 +49,7 @@ EN_ZH = {
     "nurse": "护士", "staff": "人员", "hospital": "医院", "clinic": "诊所 卫生所", "standard": "标准",
     "criteria": "标准", "condition": "条件", "requirement": "要求", "join": "加入", "sign": "签约",
     "years": "年", "year": "年", "work": "工作", "period": "期间", "stay": "工作",
-    "platform": "平台", "group": "集团", "center": "中心", "centre": "中心", "office": "办公室",
+    "platform": "平台", "group": "集团", "center": "中心", "centre": "中心",
     "deyang": "德阳", "songyuan": "松原", "zhangdian": "张店", "lincang": "临沧", "ziyang": "资阳",
     "oilfield": "油田", "jilin": "吉林", "sichuan": "四川", "yunnan": "云南", "shandong": "山东",
     "term": "任期", "chairs": "理事长", "chair": "理事长", "head": "负责人", "leader": "组长",
@@ -137,17 +137,19 @@ def expand_query(question: str) -> str:
     return question + (" " + " ".join(extra) if extra else "")
 
 
-def english_to_chinese_terms(text: str) -> tuple[str, list[str]]:
-    """The Chinese policy terms an English question refers to, and its words we could not map.
+def english_concepts(text: str) -> list[tuple[str, str]]:
+    """The units of meaning of an English question: (English phrase, Chinese policy terms).
 
-    The unmapped words matter for refusals: "Wi-Fi password" maps to nothing, so a question
-    about it must not look covered just because "hospital" maps to 医院.
+    Known phrases ("green channel") carry their Chinese terms; other content words carry "".
+    A unit counts as found in a clause when either its English words (English policies) or its
+    Chinese terms (Chinese policies) are there; a unit with neither ("Wi-Fi password") is what
+    makes an off-topic English question look off-topic.
     """
     lowered = unicodedata.normalize("NFKC", text).lower()
-    terms: list[str] = []
+    units: list[tuple[str, str]] = []
     for phrase in sorted(EN_ZH, key=len, reverse=True):
         if re.search(rf"\b{re.escape(phrase)}", lowered):
-            terms.append(EN_ZH[phrase])
+            units.append((phrase, EN_ZH[phrase]))
             lowered = re.sub(rf"\b{re.escape(phrase)}[a-z']*", " ", lowered)
-    unmapped = [w for w in _EN_WORD.findall(lowered) if w not in EN_STOPWORDS and len(w) > 1]
-    return " ".join(terms), unmapped
+    units += [(w, "") for w in _EN_WORD.findall(lowered) if w not in EN_STOPWORDS and len(w) > 1]
+    return units
