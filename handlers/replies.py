@@ -81,20 +81,24 @@ _LEVELS = (_PARAGRAPH, _LINE, _SENTENCE, _CLAUSE)
 
 
 def _split(text: str, size: int, measure: Callable[[str], int], level: int) -> list[str]:
-    if measure(text) <= size:
+    # Blank space at the ends of a part is dropped when it is sent, so it does not count.
+    def fits(candidate: str) -> bool:
+        return measure(candidate.strip()) <= size
+
+    if fits(text):
         return [text]
     if level >= len(_LEVELS):
-        return _hard_cut(text, size, measure)
+        return _hard_cut(text.strip(), size, measure)
     parts: list[str] = []
     current = ""
     for piece in _pieces(text, _LEVELS[level]):
-        if measure(current + piece) <= size:
+        if fits(current + piece):
             current += piece
             continue
         if current:
             parts.append(current)
             current = ""
-        if measure(piece) <= size:
+        if fits(piece):
             current = piece
         else:  # one piece alone is too long: split it at the next weaker boundary
             sub = _split(piece, size, measure, level + 1)
