@@ -1,0 +1,73 @@
+"""The knowledge commands' exact interface: other tooling relies on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+from knowledge.samples import SAMPLES_DIR
+from tests.conftest import DATA
+
+
+@pytest.fixture
+def cli(tmp_path):
+    runner = CliRunner()
+    env = {"YILIAN_DATA_DIR": str(tmp_path / "var"), "YILIAN_LOG_LEVEL": "WARNING"}
+
+    def run(*args: str):
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return run
+
+
+def test_ingest_list_ask_remove(cli, tmp_path):
+    deyang = SAMPLES_DIR / "德阳市人民医院城市医疗集团工作制度.txt"
+    result = cli("ingest", str(deyang))
+    assert result.exit_code == 0
+    assert "added" in result.output and "德阳市人民医院城市医疗集团工作制度" in result.output
+    assert "unchanged" in cli("ingest", str(deyang)).output
+
+    listing = json.loads(cli("docs", "list", "--json").output)
+    assert [d["title"] for d in listing] == ["德阳市人民医院城市医疗集团工作制度"]
+    assert listing[0]["version"] == 1 and listing[0]["chunks"] > 10
+
+    answer = json.loads(cli("ask", "联席会议多久开一次？", "--json").output)
+    assert answer["refused"] is False
+    assert "每年至少组织一次联席会议" in answer["answer"]
+    assert answer["citations"][0].startswith("《德阳市人民医院城市医疗集团工作制度》")
+
+    assert cli("docs", "remove", "德阳市人民医院城市医疗集团工作制度").exit_code == 0
+    assert cli("docs", "remove", "德阳市人民医院城市医疗集团工作制度").exit_code == 1
+    assert "(no documents)" in cli("docs", "list").output
+
+
+def test_bad_files_are_reported_by_name_and_exit_nonzero(cli, tmp_path):
+    bad = tmp_path / "扫描件.pdf"
+    bad.write_bytes(b"not a pdf at all")
+    empty = tmp_path / "空文件.txt"
+    empty.write_bytes(b"")
+    result = cli("ingest", str(bad), str(empty))
+    assert result.exit_code == 1
+    assert "扫描件.pdf" in result.output and "空文件.txt" in result.output
+
+
+def test_eval_prints_one_json_object_and_writes_details(cli, tmp_path):
+    for path in sorted(SAMPLES_DIR.glob("*.txt")):
+        cli("ingest", str(path))
+    details = tmp_path / "details.jsonl"
+    result = cli("eval", "--questions", str(DATA / "dev.jsonl"), "--details", str(details))
+    summary = json.loads(result.output)
+    assert set(summary) == {
+        "n", "hit_at_1", "hit_at_5", "mrr", "answer_accuracy", "refusal_rate", "false_refusal_rate",
+        "max_answer_bytes", "p50_ms", "p95_ms",
+    }
+    assert summary["n"] == 28
+    rows = [json.loads(line) for line in details.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 28
+    assert set(rows[0]) == {"id", "question", "passages", "answer", "refused", "ms"}
+    assert len(rows[0]["passages"]) == 10
+    unanswerable = next(r for r in rows if r["id"] == "du1")
+    assert unanswerable["refused"] is True
