@@ -79,7 +79,7 @@ def available_channels() -> list[ChannelPlugin]:
         if isinstance(plugin, ChannelPlugin):
             plugins[plugin.name] = plugin
         else:
-            log.warning("channel module has no CHANNEL plugin", extra={"module": module_name})
+            log.warning("channel module has no CHANNEL plugin", extra={"channel_module": module_name})
     for plugin in _registered:
         plugins[plugin.name] = plugin
     return list(plugins.values())

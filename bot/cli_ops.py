@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,7 +31,7 @@ def _context():
 # directory
 
 
-def import_sample_directory(ctx) -> str:  # noqa: ANN001 - AppContext
+def import_sample_directory(ctx) -> str:
     """Import the shipped sample directory (idempotent); returns the report summary."""
     from storage.directory_import import import_directory
 
@@ -102,7 +101,7 @@ def users_invite(
 
 @users_app.command("list")
 def users_list(
-    consortium: Optional[str] = typer.Option(None, help="Only this consortium (code)."),
+    consortium: str | None = typer.Option(None, help="Only this consortium (code)."),
     include_inactive: bool = typer.Option(False, "--all", help="Include deactivated staff."),
 ) -> None:
     """List staff: code, name, roles, institution, consortium, linked accounts (no phone numbers)."""
@@ -142,14 +141,14 @@ def users_list(
 # chat
 
 
-def run_terminal_chat(engine, who: str, *, read=input, write=typer.echo) -> None:  # noqa: ANN001
+def run_terminal_chat(engine, who: str, *, read=input, write=typer.echo) -> None:
     """Chat loop: replies printed, choices numbered; typing a shown number presses that button.
     Ends on EOF, ``/quit`` or ``/exit``."""
     from handlers.messages import Incoming
 
     choices: list = []
 
-    def show(replies) -> None:  # noqa: ANN001
+    def show(replies) -> None:
         nonlocal choices
         choices = []
         for reply in replies:

@@ -33,7 +33,7 @@ class PolicyLookup:
 
 
 EXAMPLE_QUESTIONS = ("上转患者享受哪些优先服务？", "医联体内如何实行双向转诊？", "下派专家到基层坐诊有什么要求？")
-EXAMPLE_QUESTIONS_EN = ("What priority services do referred patients get?",)
+EXAMPLE_QUESTIONS_EN = ("What priority do upward referred patients get?",)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ EXAMPLE_QUESTIONS_EN = ("What priority services do referred patients get?",)
 
 def help_menu(identity: Identity, *, english: bool = False, welcome: bool = False) -> Reply:
     staff = identity.staff
-    t = lambda zh, en: tr(english, zh, en)  # noqa: E731
+    t = lambda zh, en: tr(english, zh, en)
     lines: list[str] = []
     if welcome:
         lines.append(t("您好，我是医联助手，为医联体成员单位的医务人员提供政策咨询和转诊协助。",

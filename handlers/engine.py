@@ -45,6 +45,7 @@ from handlers.texts import (
     EMPTY_MESSAGE,
     ERROR,
     EXPIRED,
+    IN_DIALOG,
     NOTHING_TO_CANCEL,
     STALE_BUTTON,
     UNKNOWN_COMMAND,
@@ -197,9 +198,7 @@ class ConversationEngine:
                 return [Reply(pick(CANCELLED, dialog_en, title=dialog.title_for(dialog_en)))]
             elif intent.kind == IntentKind.HELP and not intent.arg:
                 dialog_en = open_state.data.get("_lang") == "en"
-                intro = Reply(pick(("您正在进行{title}。请回答下面的问题，或发送“取消”退出。",
-                                    "You are in the middle of a {title}. Answer the question below, or send "
-                                    "\"cancel\" to stop."), dialog_en, title=dialog.title_for(dialog_en)))
+                intro = Reply(pick(IN_DIALOG, dialog_en, title=dialog.title_for(dialog_en)))
                 return [intro, *self._reprompt(session, identity, open_state, now)]
             elif intent.explicit:
                 repo.clear_dialog(session, msg.channel, msg.user_key)
@@ -304,4 +303,4 @@ class ConversationEngine:
         return [Reply(lookup.intro + answer.text, choices=lookup.choices)]
 
 
-__all__ = ["ConversationEngine", "MAX_TEXT_CHARS"]
+__all__ = ["MAX_TEXT_CHARS", "ConversationEngine"]

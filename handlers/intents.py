@@ -74,6 +74,7 @@ _SLASH: dict[str, IntentKind] = {
 
 # Keywords recognised when they are the whole message (after trimming punctuation).
 _KEYWORDS: dict[str, IntentKind] = {
+    "提问": IntentKind.ASK, "政策问答": IntentKind.ASK, "政策咨询": IntentKind.ASK,
     "转诊": IntentKind.REFER, "发起转诊": IntentKind.REFER, "我要转诊": IntentKind.REFER,
     "新建转诊": IntentKind.REFER, "转诊登记": IntentKind.REFER,
     "取消": IntentKind.CANCEL, "退出": IntentKind.CANCEL, "算了": IntentKind.CANCEL,
@@ -90,6 +91,7 @@ _KEYWORDS: dict[str, IntentKind] = {
     "人员列表": IntentKind.USERS, "用户列表": IntentKind.USERS,
     "邀请": IntentKind.INVITE,
     # English words typed without a slash
+    "ask": IntentKind.ASK,
     "refer": IntentKind.REFER, "referral": IntentKind.REFER,
     "cancel": IntentKind.CANCEL, "quit": IntentKind.CANCEL,
     "help": IntentKind.HELP, "menu": IntentKind.HELP,
@@ -103,7 +105,7 @@ _KEYWORDS_WITH_ARG: dict[str, IntentKind] = {
 }
 _ENGLISH_KEYWORDS = frozenset(k for k in [*_KEYWORDS, *_KEYWORDS_WITH_ARG] if k.isascii() and k.isalpha())
 
-_SLASH_RE = re.compile(r"^[/／]([A-Za-z_]+)(?:@\w+)?(?:\s+(.*))?$", re.S)
+_SLASH_RE = re.compile(r"^[/／]([A-Za-z_]+)(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 _TRIM = " \t\r\n。.!！~～"
 
 

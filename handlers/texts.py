@@ -14,15 +14,17 @@ CANCELLED = ("已取消{title}。需要时可随时重新开始；发送“帮�
 NOTHING_TO_CANCEL = ("当前没有进行中的操作，无需取消。发送“帮助”查看全部功能。",
                      "There is nothing to cancel. Send \"help\" to see what I can do.")
 EXPIRED = ("您之前的{title}已超过 {minutes} 分钟未继续，已自动结束。如需继续，请重新开始{restart}。",
-           "Your earlier {title} was idle for more than {minutes} minutes and has expired. "
-           "Please start again{restart}.")
+           ("Your earlier {title} was idle for more than {minutes} minutes and has expired. "
+            "Please start again{restart}."))
 STALE_BUTTON = ("这个按钮对应的操作已经结束或已过期。需要时请重新开始；发送“帮助”查看全部功能。",
-                "That button belongs to an action that has already ended or expired. "
-                "Please start again; send \"help\" to see what I can do.")
+                ("That button belongs to an action that has already ended or expired. "
+                 "Please start again; send \"help\" to see what I can do."))
 ABANDONED = ("已结束之前未完成的{title}。", "Your unfinished {title} was closed.")
 ERROR = ("抱歉，处理您的消息时出现了问题，请稍后再试。如果一直出现，请联系管理员。",
-         "Sorry, something went wrong while handling your message. Please try again later, "
-         "or contact your administrator if it keeps happening.")
+         ("Sorry, something went wrong while handling your message. Please try again later, "
+          "or contact your administrator if it keeps happening."))
+IN_DIALOG = ("您正在进行{title}。请回答下面的问题，或发送“取消”退出。",
+             "You are in the middle of a {title}. Answer the question below, or send \"cancel\" to stop.")
 ADMIN_ONLY = ("抱歉，只有管理员可以管理人员、角色和邀请码。",
               "Sorry, only administrators can manage staff, roles and invite codes.")
 UNKNOWN_COMMAND = ("没有“/{command}”这个命令。发送 /help 查看可用的命令。",

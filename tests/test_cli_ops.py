@@ -145,8 +145,9 @@ def free_port() -> int:
 
 
 async def test_serve_runs_registered_channels_and_stops_them(app_context, directory_template, tmp_path):
-    from bot.server import serve
     from engine_support import context_on_copy
+
+    from bot.server import serve
 
     ctx = context_on_copy(directory_template, tmp_path / "srv", http_port=free_port())
     engine = ConversationEngine(ctx, kb=app_context.kb)

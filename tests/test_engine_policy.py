@@ -77,7 +77,7 @@ def test_long_answer_is_split_on_sentence_boundaries(app_context, engine_ctx, cl
     parts = small.handle(Incoming("web", "dr_wang_sy", text=question))
     assert len(parts) >= 3
     assert all(len(p.text) <= limit for p in parts)
-    squeeze = lambda t: re.sub(r"\s+", "", t)  # noqa: E731 - parts lose the blank space they were cut at
+    squeeze = lambda t: re.sub(r"\s+", "", t)
     assert squeeze("".join(p.text for p in parts)) == squeeze(original)
     for p in parts[:-1]:  # every cut is at a line end or right after a sentence
         end = original.index(p.text) + len(p.text)
@@ -122,3 +122,19 @@ def test_reminders_and_quotas_are_honest_and_quote_the_policy(chat):
 def test_unknown_slash_command_points_to_help(chat):
     text = chat("web", "dr_wang_sy").say("/frobnicate")[0].text
     assert "/frobnicate" in text and "/help" in text
+
+
+def test_example_question_buttons_are_answered(chat):
+    doctor = chat("web", "dr_wang_sy")
+    doctor.say("/ask")
+    examples = list(doctor.buttons)
+    assert len(examples) == 3
+    for label in examples:
+        doctor.say("/ask")
+        doctor.press(label)
+        assert "出处：《" in doctor.text, label
+    visitor = chat("web", "guest-english1")
+    visitor.say("ask")
+    assert visitor.text.startswith("Type your policy question")
+    visitor.press("What")
+    assert visitor.text.startswith("According to the policy documents")

@@ -76,7 +76,7 @@ async def test_choices_round_trip_through_the_api(client):
 
 async def test_guest_sessions_do_not_share_dialog_state(client):
     await post(client, {"as": "guest", "session": "browserA1", "text": "/refer"})
-    status, data = await post(client, {"as": "guest", "session": "browserB2", "text": "取消"})
+    _, data = await post(client, {"as": "guest", "session": "browserB2", "text": "取消"})
     assert "没有进行中的操作" in data["replies"][0]["text"]
 
 

@@ -167,8 +167,8 @@ class ChoiceStep(Step):
         shown = self.buttons(turn, data)
         text = self.question(turn, data)
         if len(options) > len(shown):
-            text += "\n" + turn.t(f"（按钮只列出常用的 {len(shown)} 个，也可以直接输入名称）",
-                                  f"(only {len(shown)} are shown as buttons; you can also type a name)")
+            text += "\n" + turn.t(f"（按钮只列出最可能的 {len(shown)} 个，其他{self.what[0]}可直接输入名称）",
+                                  f"(only the {len(shown)} likeliest are buttons; type the name of any other)")
         text += "\n" + pick(CANCEL_HINT, turn.english)
         return Reply(text=text, choices=tuple(Choice(o.label, encode_choice(dialog, self.name, o.value))
                                               for o in shown))
@@ -233,8 +233,12 @@ class Dialog:
     title: tuple[str, str] = ("操作", "action")
     #: How to start it again (shown when it expired), e.g. ("（发送 /refer）", " (send /refer)").
     restart_hint: tuple[str, str] = ("", "")
-    steps: list[Step] = []
+    #: The steps in order; subclasses set them in ``__init__``.
+    steps: list[Step]
     max_reasks: int = 5
+
+    def __init__(self) -> None:
+        self.steps = []
 
     # -- structure ---------------------------------------------------------------------------
 
