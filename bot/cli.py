@@ -95,9 +95,9 @@ def docs_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @docs_app.command("remove")
-def docs_remove(title: str) -> None:
+def docs_remove(title: str, by: str = typer.Option("cli", help="Who removes (audit log).")) -> None:
     """Remove a document (by title) from every index."""
-    if _context().kb.remove(title):
+    if _context().kb.remove(title, removed_by=by):
         typer.echo(f"removed: {title}")
     else:
         typer.echo(f"no document titled {title!r}", err=True)

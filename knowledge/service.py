@@ -29,6 +29,7 @@ from knowledge.extract_types import IngestError
 from knowledge.tokenize import english_concepts, expand_query, tokenize
 from knowledge.textnorm import is_mostly_latin
 from knowledge.vector_index import ChromaIndex
+from storage import repositories as audit
 from storage.models import Chunk, Document, KnowledgeState
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,13 @@ class KnowledgeBase:
                     for cid, d, text in zip(ids, drafts, texts)
                 )
                 _bump_generation(session)
+                audit.record(
+                    session,
+                    uploaded_by or "system",
+                    "document.update" if version > 1 else "document.ingest",
+                    title,
+                    {"version": version, "chunks": len(drafts), "sha256": sha, "file": file_name},
+                )
                 session.commit()
             except Exception:
                 session.rollback()
@@ -211,13 +219,14 @@ class KnowledgeBase:
             raise IngestError(path.name, f"cannot read file: {exc.strerror}", "无法读取文件") from exc
         return self.ingest_bytes(path.name, data, **kwargs)  # type: ignore[arg-type]
 
-    def remove(self, title: str) -> bool:
+    def remove(self, title: str, *, removed_by: str | None = None) -> bool:
         """Delete a document from SQL and the vector index. False if no such title."""
         with self._write_lock, self._sessions() as session:
             doc = session.scalar(select(Document).where(Document.title == title))
             if doc is None:
                 return False
             ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            audit.record(session, removed_by or "system", "document.remove", title, {"version": doc.version})
             session.delete(doc)
             _bump_generation(session)
             session.commit()

@@ -93,6 +93,22 @@ def test_changed_file_replaces_the_old_version_everywhere(fresh_context):
     assert not (old_ids & kb._vectors.ids()), "old vectors must be gone from Chroma"
 
 
+def test_document_changes_are_audited(fresh_context):
+    from storage.repositories import audit_entries
+
+    kb = fresh_context.kb
+    kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode(), uploaded_by="admin_sy")
+    kb.ingest_bytes("联络员会议制度.txt", POLICY_V2.encode(), uploaded_by="admin_sy")
+    kb.remove("联络员会议制度", removed_by="admin_dy")
+    with fresh_context.sessions() as session:
+        entries = [(e.actor, e.action, e.target) for e in reversed(audit_entries(session))]
+    assert entries == [
+        ("admin_sy", "document.ingest", "联络员会议制度"),
+        ("admin_sy", "document.update", "联络员会议制度"),
+        ("admin_dy", "document.remove", "联络员会议制度"),
+    ]
+
+
 def test_removal_deletes_from_sql_and_vectors(fresh_context):
     kb = fresh_context.kb
     kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode())
