@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,27 +22,33 @@ class AppContext:
     engine: Engine
     sessions: sessionmaker[Session]
     _kb_lock: threading.Lock = field(default_factory=threading.Lock)
+    _kb: object | None = None
 
-    @cached_property
+    @property
     def kb(self):
-        """The knowledge base (loads the embedder and opens Chroma on first use)."""
+        """The knowledge base (loads the embedder and opens Chroma on first use, once per process
+        even when several threads ask at the same time)."""
+        if self._kb is None:
+            with self._kb_lock:
+                if self._kb is None:
+                    self._kb = self._build_kb()
+        return self._kb
+
+    def _build_kb(self):
         from knowledge.embeddings import make_embedder
         from knowledge.llm import make_synthesizer
         from knowledge.service import KnowledgeBase
         from knowledge.vector_index import ChromaIndex
 
-        with self._kb_lock:
-            embedder = make_embedder(self.settings.embedding_model)
-            vectors = ChromaIndex(
-                path=self.settings.chroma_path, url=self.settings.chroma_url, collection=embedder.name
-            )
-            return KnowledgeBase(
-                self.sessions,
-                embedder,
-                vectors,
-                max_upload_bytes=self.settings.max_upload_bytes,
-                synthesizer=make_synthesizer(self.settings),
-            )
+        embedder = make_embedder(self.settings.embedding_model)
+        vectors = ChromaIndex(path=self.settings.chroma_path, url=self.settings.chroma_url, collection=embedder.name)
+        return KnowledgeBase(
+            self.sessions,
+            embedder,
+            vectors,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            synthesizer=make_synthesizer(self.settings),
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -7,6 +7,8 @@ one WeCom message (2048 bytes of UTF-8).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from knowledge.textnorm import fold, split_sentences, truncate_utf8, utf8_len
@@ -19,10 +21,12 @@ MIN_COVERAGE = 0.28
 MIN_COVERAGE_NAMED = 0.2
 CONFIDENT_COVERAGE = 0.45
 MAX_UNKNOWN_SHARE = 0.33
+MOSTLY_UNKNOWN = 0.5
 SECONDARY_RATIO = 0.85  # a second/third clause is quoted only when nearly as relevant
 TOP_SHARE = 0.55  # of the byte budget, for the best clause when several are quoted
-TOP_QUOTE_BYTES = 1000  # ~330 Chinese characters: a whole clause, or its most relevant sentences
-OTHER_QUOTE_BYTES = 520
+TOP_QUOTE_BYTES = 600  # ~200 Chinese characters: a short clause whole, else its most relevant sentences
+OTHER_QUOTE_BYTES = 360
+LIST_QUOTE_BYTES = 1200
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,15 @@ def is_covered(hits: list) -> bool:
         return False
     if hits[0].named:
         return True
-    return not (strength < CONFIDENT_COVERAGE and hits[0].unknown_share >= MAX_UNKNOWN_SHARE)
+    unknown = hits[0].unknown_share
+    if unknown >= MOSTLY_UNKNOWN:  # the subject itself (年终奖, 押金) is nowhere in the policies
+        return False
+    return not (strength < CONFIDENT_COVERAGE and unknown >= MAX_UNKNOWN_SHARE)
 
 
-def compose(question: str, hits: list, *, language: str) -> Answer:
+def compose(
+    question: str, hits: list, *, language: str, relevance: Callable[[str], float] | None = None
+) -> Answer:
     """Quote the best clauses for ``question``, or refuse when the evidence is weak."""
     if not is_covered(hits):
         return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
@@ -98,10 +107,12 @@ def compose(question: str, hits: list, *, language: str) -> Answer:
         share = remaining * (TOP_SHARE if i == 0 and len(chosen) > 1 else 1.0 / (len(chosen) - i))
         citation = hit.chunk.citation
         cap = TOP_QUOTE_BYTES if i == 0 else OTHER_QUOTE_BYTES
+        if "\n" in hit.chunk.body:  # a list clause with its items: the items are the answer
+            cap = max(cap, LIST_QUOTE_BYTES)
         text_budget = min(cap, int(share) - utf8_len(citation) - 24)
         if text_budget < 60:
             break
-        quotes.append(Quote(citation, _excerpt(hit.chunk.body, question, text_budget), hit.chunk.id))
+        quotes.append(Quote(citation, _excerpt(hit.chunk.body, relevance or _bigram_relevance(question), text_budget), hit.chunk.id))
     parts = [header] if header else []
     parts += [_format_quote(q, language, len(quotes) > 1, k) for k, q in enumerate(quotes)]
     text = "\n\n".join(parts)
@@ -152,33 +163,34 @@ def _overlaps(a, b) -> bool:
     return fa in fb or fb in fa
 
 
-def _excerpt(body: str, question: str, max_bytes: int) -> str:
-    """The whole clause when it fits; otherwise the sentences that share most with the question."""
+def _excerpt(body: str, relevance: Callable[[str], float], max_bytes: int) -> str:
+    """The whole clause when it fits; otherwise its sentences most relevant to the question."""
     body = body.strip()
     if utf8_len(body) <= max_bytes:
         return body
     body = body.replace("\n", " ")
     sentences = split_sentences(body)
-    q = set(_bigrams(fold(question)))
-    scored = sorted(
-        range(len(sentences)),
-        key=lambda i: (-len(q & set(_bigrams(fold(sentences[i])))), i),
-    )
-    keep: list[int] = []
-    used = 0
-    for i in scored:
-        size = utf8_len(sentences[i]) + 3
-        if used + size > max_bytes:
-            continue
-        keep.append(i)
-        used += size
-    if not keep or scored[0] not in keep:
+    if not sentences:
+        return truncate_utf8(body, max_bytes)
+    scores = [relevance(s) for s in sentences]
+    best = max(range(len(sentences)), key=lambda i: (scores[i], -i))
+    if utf8_len(sentences[best]) + 3 > max_bytes:
         # the most relevant sentence alone is too long: quote the part around what matched
-        return _window(sentences[scored[0]] if sentences else body, q, max_bytes)
+        return _window(sentences[best], relevance, max_bytes)
+    keep = [best]
+    used = utf8_len(sentences[best]) + 3
+    # then the next most relevant sentences that still say something about the question
+    for i in sorted(range(len(sentences)), key=lambda i: (-scores[i], i)):
+        if i == best or scores[i] < 0.5 * scores[best] or scores[i] == 0:
+            continue
+        size = utf8_len(sentences[i]) + 3
+        if used + size <= max_bytes:
+            keep.append(i)
+            used += size
     keep.sort()
     out = []
     for j, i in enumerate(keep):
-        if j and i != keep[j - 1] + 1:
+        if (j == 0 and i > 0) or (j and i != keep[j - 1] + 1):
             out.append("…")
         out.append(sentences[i])
     if keep[-1] != len(sentences) - 1:
@@ -186,19 +198,30 @@ def _excerpt(body: str, question: str, max_bytes: int) -> str:
     return "".join(out)
 
 
-def _window(sentence: str, q_bigrams: set[str], max_bytes: int) -> str:
+def _window(sentence: str, relevance: Callable[[str], float], max_bytes: int) -> str:
     """The stretch of an over-long sentence where the question's words are densest."""
-    chars = max(20, max_bytes // 3 - 2)
-    if len(sentence) <= chars:
-        return sentence
-    best, best_start = -1, 0
-    for start in range(0, max(1, len(sentence) - chars + 1), 4):
-        window = sentence[start : start + chars]
-        score = len(q_bigrams & set(_bigrams(fold(window))))
-        if score > best:
-            best, best_start = score, start
-    text = sentence[best_start : best_start + chars]
-    return ("…" if best_start > 0 else "") + text + ("…" if best_start + chars < len(sentence) else "")
+    parts = [p for p in re.split(r"(?<=[，,、：:])", sentence) if p]
+    best_text, best_score = "", -1.0
+    for start in range(len(parts)):
+        text = ""
+        for part in parts[start:]:
+            if utf8_len(text + part) + 6 > max_bytes:
+                break
+            text += part
+        score = relevance(text) if text else -1.0
+        if score > best_score:
+            best_text, best_score = text, score
+    if not best_text:
+        return truncate_utf8(sentence, max_bytes)
+    prefix = "" if sentence.startswith(best_text) else "…"
+    suffix = "" if sentence.endswith(best_text) else "…"
+    return prefix + best_text + suffix
+
+
+def _bigram_relevance(question: str) -> Callable[[str], float]:
+    """Fallback relevance when no retrieval query is at hand: shared character bigrams."""
+    q = set(_bigrams(fold(question)))
+    return lambda text: len(q & set(_bigrams(fold(text)))) / (len(q) or 1)
 
 
 def _bigrams(text: str) -> list[str]:

@@ -97,6 +97,35 @@ class DocumentInfo:
     sha256: str
 
 
+class Query:
+    """A question as weighted concepts: what coverage, refusals and quote selection measure.
+
+    A concept is one word (Chinese) or one English phrase with its Chinese terms; it weighs its
+    rarest known form, and one the corpus never uses weighs the most, as it is the best evidence
+    that the policies do not speak about the subject at all.
+    """
+
+    def __init__(self, concepts: list[frozenset[str]], snap: _Snapshot) -> None:
+        self.concepts = concepts
+        self.weights = [max((snap.idf[t] for t in c if t in snap.idf), default=snap.unknown_idf) for c in concepts]
+        self.total = sum(self.weights) or 1.0
+        self.unknown_share = (
+            sum(
+                w
+                for c, w in zip(concepts, self.weights)
+                if not any(t in snap.idf for t in c) and not all(t.startswith("#") for t in c)
+            )
+            / self.total
+        )
+
+    def share(self, tokens: frozenset[str]) -> float:
+        """The weighted share of the question's concepts present among ``tokens``."""
+        return sum(w for c, w in zip(self.concepts, self.weights) if c & tokens) / self.total
+
+    def relevance(self, text: str) -> float:
+        return self.share(frozenset(tokenize(text)))
+
+
 @dataclass
 class _Snapshot:
     generation: int
@@ -257,9 +286,12 @@ class KnowledgeBase:
         return self._snapshot
 
     def retrieve(self, question: str, *, consortium: str | None = None, k: int = 10) -> list[Hit]:
+        return self._retrieve(question, consortium=consortium, k=k)[1]
+
+    def _retrieve(self, question: str, *, consortium: str | None, k: int) -> tuple[Query | None, list[Hit]]:
         snap = self.snapshot()
         if not snap.chunks:
-            return []
+            return None, []
         if is_mostly_latin(question):
             units = english_concepts(question)
             query_text = question + " " + " ".join(zh for _, zh in units)
@@ -268,7 +300,9 @@ class KnowledgeBase:
             query_text = expand_query(question)
             # judged on what the user asked, not on our expansions
             concepts = [frozenset([t]) for t in set(tokenize(question))]
-        concepts = [c for c in concepts if c]
+        # In-word bigrams only help matching; one no document uses ("层工" from "基层工作") says
+        # nothing about whether the policies cover the question.
+        concepts = [c for c in concepts if c and not all(t.startswith("#") and t not in snap.idf for t in c)]
         q_tokens = tokenize(query_text)
         bm25_scores = np.asarray(snap.bm25.get_scores(q_tokens)) if q_tokens else np.zeros(len(snap.chunks))
         vector = self._embedder.encode([question])[0]
@@ -280,16 +314,9 @@ class KnowledgeBase:
         candidates.update(dense_by_pos)
         best_bm25 = float(bm25_scores.max()) or 1.0
         named = {title for title, words in snap.title_words.items() if any(words & c for c in concepts)}
-        # A concept weighs its rarest known form; one the corpus never uses weighs the most, as
-        # it is the best evidence that the policies do not speak about the subject at all.
-        weights = [max((snap.idf[t] for t in c if t in snap.idf), default=snap.unknown_idf) for c in concepts]
-        total = sum(weights) or 1.0
-        unknown_share = sum(
-            w for c, w in zip(concepts, weights) if not any(t in snap.idf for t in c) and not all(t.startswith("#") for t in c)
-        ) / total
-
-        def share(tokens: frozenset[str]) -> float:
-            return sum(w for c, w in zip(concepts, weights) if c & tokens) / total
+        query = Query(concepts, snap)
+        unknown_share = query.unknown_share
+        share = query.share
 
         hits = []
         for pos in candidates:
@@ -311,7 +338,7 @@ class KnowledgeBase:
                 )
             )
         hits.sort(key=lambda h: h.score, reverse=True)
-        return hits[:k]
+        return query, hits[:k]
 
 
     def ask(self, question: str, *, consortium: str | None = None) -> Answer:
@@ -322,8 +349,8 @@ class KnowledgeBase:
         if not self.snapshot().chunks:
             text = EMPTY_KB_EN if language == "en" else EMPTY_KB_ZH
             return Answer(question, text, True, language, ms=(time.perf_counter() - started) * 1000)
-        hits = self.retrieve(question, consortium=consortium)
-        answer = compose(question, hits, language=language)
+        query, hits = self._retrieve(question, consortium=consortium, k=10)
+        answer = compose(question, hits, language=language, relevance=query.relevance if query else None)
         if self._synthesizer is not None and not answer.refused:
             answer = self._synthesizer.improve(answer)
         answer.ms = (time.perf_counter() - started) * 1000

@@ -53,6 +53,15 @@ EN_ZH = {
     "deyang": "德阳", "songyuan": "松原", "zhangdian": "张店", "lincang": "临沧", "ziyang": "资阳",
     "oilfield": "油田", "jilin": "吉林", "sichuan": "四川", "yunnan": "云南", "shandong": "山东",
     "term": "任期", "chairs": "理事长", "chair": "理事长", "head": "负责人", "leader": "组长",
+    "service": "服务", "treatment": "治疗 诊疗", "examination": "检查", "admission": "住院",
+    "hospitalization": "住院", "hospitalisation": "住院", "diagnosis": "诊断", "quota": "名额",
+    "fee": "费用 收费", "cost": "费用", "free": "免费 免收", "salary": "薪酬 工资", "pay": "薪酬 绩效",
+    "promotion": "晋升", "professional title": "职称", "month": "月", "day": "天", "rule": "规定 制度",
+    "policy": "政策 制度", "responsibility": "职责", "management": "管理", "system": "制度 体系",
+    "establish": "建立", "set up": "建立", "share": "共享", "resource": "资源", "equipment": "设备",
+    "drug": "药品", "long prescription": "长处方", "private": "民营", "license": "执业", "practice": "执业",
+    "primary level": "基层", "grassroots level": "基层", "village": "村", "town": "乡镇", "mission": "任务",
+    "objective": "目标", "slogan": "目标", "measure": "措施", "supervision": "督导 监管", "data": "数据 信息",
 }
 
 # Everyday words in questions → the words the policies use. Applied to questions only.
@@ -78,12 +87,15 @@ QUERY_SYNONYMS = {
 STOPWORDS = set(
     "的 了 和 与 及 或 在 是 为 对 由 等 以 将 把 被 从 向 于 之 其 这 那 有 要 可 能 会 个 中 上 下 "
     "吗 呢 吧 啊 么 什么 怎么 怎样 如何 哪些 哪个 哪里 哪 多少 几 是否 有没有 请问 一下 我们 我 你 他 她 它 "
-    "规定 规定了 问题 情况 方面 相关 有关 进行 开展 需要 应当 应该 可以".split()
+    "规定 规定了 问题 情况 方面 相关 有关 进行 开展 需要 应当 应该 可以 "
+    # interrogatives: they say what kind of answer is wanted, not what it is about
+    "多久 多长 多长时间 何时 什么时候 哪儿 谁 为何 为什么 怎么办 咋 咋办 几时 是不是 能否 能不能 么".split()
 )
 EN_STOPWORDS = set(
     "a an the of to in on for and or is are was were be what which who whom how when where why does do "
     "did our my your their its it this that these those with by at as from about into can should must "
-    "there any some please tell me i we you".split()
+    "there any some please tell me i we you get gets got have has had receive receives provide provided "
+    "much many long often kind kinds type types way ways thing things say says said".split()
 )
 
 _CJK_WORD = re.compile(r"^[\u3400-\u9fff]+$")
