@@ -153,3 +153,25 @@ def test_docx_policy_is_answerable(fresh_context):
 def test_empty_knowledge_base_says_so(fresh_context):
     answer = fresh_context.kb.ask("联席会议多久开一次？")
     assert answer.refused and "还没有任何政策文件" in answer.text
+
+
+def test_registry_and_swap_on_postgresql(tmp_path):
+    """The same document life cycle with the registry in PostgreSQL."""
+    from bot.context import AppContext
+    from storage.db import init_db, make_session_factory
+    from storage.testing import pg_schema_engine, pg_unavailable_reason
+    from tests.conftest import make_settings
+
+    reason = pg_unavailable_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL not reachable: {reason}")
+    with pg_schema_engine(prefix="yl_kb") as engine:
+        init_db(engine)
+        ctx = AppContext(make_settings(tmp_path / "var"), engine, make_session_factory(engine))
+        kb = ctx.kb
+        kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode(), uploaded_by="admin_sy")
+        assert kb.ingest_bytes("联络员会议制度.txt", POLICY_V1.encode()).status == "unchanged"
+        assert kb.ingest_bytes("联络员会议制度.txt", POLICY_V2.encode()).version == 2
+        assert "每季度召开一次" in kb.ask("联络员例会多久开一次？").text
+        assert kb.remove("联络员会议制度")
+        assert kb.documents() == []
