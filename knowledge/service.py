@@ -10,8 +10,8 @@ retrieval only returns ids that SQL says are live.
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,8 +26,8 @@ from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, Answer, compose
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.extract_types import IngestError
-from knowledge.tokenize import english_concepts, expand_query, tokenize
 from knowledge.textnorm import is_mostly_latin
+from knowledge.tokenize import english_concepts, expand_query, tokenize
 from knowledge.vector_index import ChromaIndex
 from storage import repositories as audit
 from storage.models import Chunk, Document, KnowledgeState
@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 DENSE_CANDIDATES = 40
 LEXICAL_CANDIDATES = 40
-# Relevance = a weighted sum of three normalised signals (weights fitted on the dev questions
-# and a second, self-written set; see bench/bench_knowledge.py):
+# Relevance = a weighted sum of four normalised signals, plus a bonus for the document the user
+# names or their own consortium (weights fitted on the dev questions and a second, self-written
+# set, tests/data/extra.jsonl; bench/bench_knowledge.py prints both):
 W_BM25 = 1.0  # BM25 over jieba words and character bigrams, divided by the best score
 W_DENSE = 0.5  # cosine similarity of the multilingual sentence vectors
 W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the clause
@@ -105,18 +106,34 @@ class Query:
     that the policies do not speak about the subject at all.
     """
 
-    def __init__(self, concepts: list[frozenset[str]], snap: _Snapshot) -> None:
-        self.concepts = concepts
-        self.weights = [max((snap.idf[t] for t in c if t in snap.idf), default=snap.unknown_idf) for c in concepts]
+    def __init__(self, concepts: list[frozenset[str]], search_tokens: list[str], snap: _Snapshot) -> None:
+        # In-word bigrams only help matching; one no document uses ("层工" from "基层工作") says
+        # nothing about whether the policies cover the question.
+        self.concepts = [c for c in concepts if c and not all(t.startswith("#") and t not in snap.idf for t in c)]
+        self.search_tokens = search_tokens
+        self.weights = [max((snap.idf[t] for t in c if t in snap.idf), default=snap.unknown_idf) for c in self.concepts]
         self.total = sum(self.weights) or 1.0
-        self.unknown_share = (
-            sum(
-                w
-                for c, w in zip(concepts, self.weights)
-                if not any(t in snap.idf for t in c) and not all(t.startswith("#") for t in c)
-            )
-            / self.total
-        )
+        unknown = [
+            w
+            for c, w in zip(self.concepts, self.weights)
+            if not any(t in snap.idf for t in c) and not all(t.startswith("#") for t in c)
+        ]
+        self.unknown_share = sum(unknown) / self.total
+        self.named_documents = {
+            title for title, words in snap.title_words.items() if any(words & c for c in self.concepts)
+        }
+
+    @classmethod
+    def parse(cls, question: str, snap: _Snapshot) -> Query:
+        if is_mostly_latin(question):
+            units = english_concepts(question)
+            search_text = question + " " + " ".join(zh for _, zh in units)
+            concepts = [frozenset(tokenize(en)) | frozenset(tokenize(zh)) for en, zh in units]
+        else:
+            search_text = expand_query(question)
+            # judged on what the user asked, not on our synonym expansions
+            concepts = [frozenset([t]) for t in set(tokenize(question))]
+        return cls(concepts, tokenize(search_text), snap)
 
     def share(self, tokens: frozenset[str]) -> float:
         """The weighted share of the question's concepts present among ``tokens``."""
@@ -292,54 +309,34 @@ class KnowledgeBase:
         snap = self.snapshot()
         if not snap.chunks:
             return None, []
-        if is_mostly_latin(question):
-            units = english_concepts(question)
-            query_text = question + " " + " ".join(zh for _, zh in units)
-            concepts = [frozenset(tokenize(en)) | frozenset(tokenize(zh)) for en, zh in units]
-        else:
-            query_text = expand_query(question)
-            # judged on what the user asked, not on our expansions
-            concepts = [frozenset([t]) for t in set(tokenize(question))]
-        # In-word bigrams only help matching; one no document uses ("层工" from "基层工作") says
-        # nothing about whether the policies cover the question.
-        concepts = [c for c in concepts if c and not all(t.startswith("#") and t not in snap.idf for t in c)]
-        q_tokens = tokenize(query_text)
-        bm25_scores = np.asarray(snap.bm25.get_scores(q_tokens)) if q_tokens else np.zeros(len(snap.chunks))
-        vector = self._embedder.encode([question])[0]
-        dense_pairs = [
-            (snap.position[cid], sim) for cid, sim in self._vectors.query(vector, DENSE_CANDIDATES) if cid in snap.position
-        ]
-        candidates = {int(p) for p in np.argsort(-bm25_scores)[:LEXICAL_CANDIDATES] if bm25_scores[p] > 0}
-        dense_by_pos = dict(dense_pairs)
-        candidates.update(dense_by_pos)
+        query = Query.parse(question, snap)
+        bm25_scores = np.asarray(snap.bm25.get_scores(query.search_tokens))
         best_bm25 = float(bm25_scores.max()) or 1.0
-        named = {title for title, words in snap.title_words.items() if any(words & c for c in concepts)}
-        query = Query(concepts, snap)
-        unknown_share = query.unknown_share
-        share = query.share
-
+        vector = self._embedder.encode([question])[0]
+        dense_by_pos = {
+            snap.position[cid]: sim
+            for cid, sim in self._vectors.query(vector, DENSE_CANDIDATES)
+            if cid in snap.position  # only live chunks, whatever the vector index still holds
+        }
+        candidates = {int(p) for p in np.argsort(-bm25_scores)[:LEXICAL_CANDIDATES] if bm25_scores[p] > 0}
+        candidates.update(dense_by_pos)
         hits = []
         for pos in candidates:
             chunk = snap.chunks[pos]
-            coverage = share(chunk.tokens)
-            heading = share(chunk.heading_tokens)
+            coverage = query.share(chunk.tokens)
+            heading = query.share(chunk.heading_tokens)
             dense = float(dense_by_pos.get(pos, 0.0))
-            score = (
-                W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage + W_HEADING * heading
-            )
-            if named:  # the user named a policy: its clauses first
-                score += NAMED_DOCUMENT_BONUS if chunk.document_title in named else 0.0
+            score = W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage + W_HEADING * heading
+            named = chunk.document_title in query.named_documents
+            if query.named_documents:  # the user named a policy: its clauses first
+                score += NAMED_DOCUMENT_BONUS if named else 0.0
             elif consortium and chunk.consortium == consortium:
                 score += OWN_CONSORTIUM_BONUS
             hits.append(
-                Hit(
-                    chunk, float(score), float(bm25_scores[pos]), dense, coverage, heading, unknown_share,
-                    chunk.document_title in named,
-                )
+                Hit(chunk, float(score), float(bm25_scores[pos]), dense, coverage, heading, query.unknown_share, named)
             )
         hits.sort(key=lambda h: h.score, reverse=True)
         return query, hits[:k]
-
 
     def ask(self, question: str, *, consortium: str | None = None) -> Answer:
         """Answer a policy question from the indexed documents (extractive, or LLM when set)."""
