@@ -43,6 +43,7 @@ RATE_LIMIT_ERRCODES = frozenset({-1, 45009, 45011, 45033, 45035, 45047})
 #: The request itself is wrong (recipient, content, app): repeating it cannot succeed.
 PERMANENT_ERRCODES = frozenset({
     40003,  # invalid userid
+    40007,  # invalid media_id (expired after 3 days)
     40008,  # invalid message type
     40056,  # invalid agentid
     40058,  # invalid parameter

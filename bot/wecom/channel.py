@@ -26,9 +26,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
@@ -73,6 +73,8 @@ class WeComOptions:
     max_inbound_attempts: int = 5
     #: Engine calls running at once (each in a thread).
     max_concurrent: int = 4
+    #: Longest time processing waits for a burst of callbacks to be acknowledged first.
+    burst_yield_s: float = 0.25
     #: Longest wait for the database on the acknowledgement path before answering 500.
     persist_timeout_s: float = 3.0
     duplicate_check_interval_s: int = 1800
@@ -125,20 +127,25 @@ class WeComChannel:
                                         duplicate_check_interval_s=self.options.duplicate_check_interval_s,
                                         rate_limit_pause_s=self.options.rate_limit_pause_s)
         self.sender = OutboxSender(self.outbox, {CHANNEL: self.transport}, self.options.outbox)
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wecom-accept")
-        self._pending: list[tuple[NewInbound, asyncio.Future[int | None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._accept_queue: queue.SimpleQueue[tuple[NewInbound, asyncio.Future[int | None]] | None] = \
+            queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._accepting = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._user_locks = _UserLocks()
         self._sem: asyncio.Semaphore | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._stopping = False
+        self._active_posts = 0
 
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._stopping = False
         self._sem = asyncio.Semaphore(self.options.max_concurrent)
+        self._writer = threading.Thread(target=self._write_loop, args=(asyncio.get_running_loop(),),
+                                        name="wecom-accept", daemon=True)
+        self._writer.start()
         if self.options.run_sender:
             await self.sender.start()
         self._recovery = asyncio.create_task(self._recovery_loop(), name="wecom-inbound-recovery")
@@ -151,14 +158,15 @@ class WeComChannel:
             await asyncio.gather(self._recovery, return_exceptions=True)
             self._recovery = None
         if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+            self._accept_queue.put(None)
+            await asyncio.to_thread(self._writer.join, timeout_s)
+            self._writer = None
         if self._tasks:  # let messages being processed finish: their replies get queued
             done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
             for task in pending:
                 task.cancel()
         await self.sender.stop(timeout_s)
         await self.api.close()
-        self._db.shutdown(wait=True)
         log.info("wecom channel stopped")
 
     async def on_startup(self, app: web.Application) -> None:
@@ -201,6 +209,13 @@ class WeComChannel:
         return web.Response(body=plain.encode("utf-8"), content_type="text/plain")
 
     async def handle_post(self, request: web.Request) -> web.Response:
+        self._active_posts += 1
+        try:
+            return await self._handle_post(request)
+        finally:
+            self._active_posts -= 1
+
+    async def _handle_post(self, request: web.Request) -> web.Response:
         q = request.query
         sig, ts, nonce = q.get("msg_signature"), q.get("timestamp"), q.get("nonce")
         if not sig or not ts or not nonce:
@@ -245,27 +260,53 @@ class WeComChannel:
 
     async def _accept(self, item: NewInbound) -> int | None:
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
-        return await fut
+        self._accepting += 1
+        try:
+            self._accept_queue.put((item, fut))
+            return await fut
+        finally:
+            self._accepting -= 1
 
-    async def _write_pending(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending[:500], self._pending[500:]
+    def _write_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer thread: stores whatever callbacks have queued up, one transaction per batch,
+        and starts on the next batch at once (no round trip through the busy event loop)."""
+
+        def resolve(batch: list[tuple[NewInbound, asyncio.Future[int | None]]], ids: list[int | None] | None,
+                    error: BaseException | None) -> None:
+            for n, (_, fut) in enumerate(batch):
+                if fut.done():
+                    continue
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(ids[n])  # type: ignore[index]
+
+        while True:
+            first = self._accept_queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < 500:
+                try:
+                    nxt = self._accept_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
             try:
-                ids = await loop.run_in_executor(
-                    self._db, partial(self.inbox.accept_batch, [i for i, _ in batch], lease_s=self.options.inbound_lease_s)
-                )
+                ids = self.inbox.accept_batch([i for i, _ in batch], lease_s=self.options.inbound_lease_s)
+                error = None
             except Exception as exc:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), row_id in zip(batch, ids):
-                if not fut.done():
-                    fut.set_result(row_id)
+                ids, error = None, exc
+            try:
+                loop.call_soon_threadsafe(resolve, batch, ids, error)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                return
+            if stop:
+                return
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -274,9 +315,18 @@ class WeComChannel:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _calm(self) -> None:
+        """Let a burst of callbacks be acknowledged before engine work competes with it for the
+        interpreter (the engine runs in threads, the acknowledgements on the event loop)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.burst_yield_s
+        while self._active_posts and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
     async def _process_new(self, row_id: int, user: str) -> None:
         async def run() -> None:
             assert self._sem is not None
+            await self._calm()
             async with self._sem:
                 row = await asyncio.to_thread(self.inbox.claim, row_id, lease_s=self.options.inbound_lease_s)
                 if row is not None:
@@ -385,6 +435,6 @@ class WeComChannel:
     async def idle(self, timeout_s: float = 10.0) -> None:
         """Wait until no message is being processed (tests)."""
         deadline = time.monotonic() + timeout_s
-        while (self._tasks or self._pending) and time.monotonic() < deadline:
+        while (self._tasks or self._accepting) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 

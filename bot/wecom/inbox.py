@@ -1,9 +1,10 @@
 """Accepted inbound messages (``inbound_messages``): stored before the platform is acknowledged,
 processed once, recovered after a crash.
 
-``accept_batch`` is the acknowledgement path: the dedupe claim (``claim_update``, shared with the
-other channels) and the row are written in one transaction for a whole batch of callbacks (group
-commit: under a burst, 200 callbacks cost a handful of transactions, not 200). A duplicate
+``accept_batch`` is the acknowledgement path: the dedupe claims (the ``processed_updates`` rows of
+``claim_update``, shared with the other channels) and the rows are written in one transaction for a
+whole batch of callbacks (group commit: under a burst, 200 callbacks cost a handful of
+transactions, not 200). A duplicate
 delivery (WeCom retries after 5 s, three times in all) finds its claim taken and is only
 acknowledged again.
 
@@ -19,14 +20,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.outbox import enqueue_many
-from storage.models import InboundMessage
+from storage.models import InboundMessage, ProcessedUpdate
 from storage.repositories import claim_update
 from storage.types import as_utc, utcnow
 
 _T = InboundMessage.__table__
+_PU = ProcessedUpdate.__table__
 
 
 @dataclass(frozen=True)
@@ -52,20 +55,57 @@ class InboxStore:
 
     def accept_batch(self, items: list[NewInbound], *, lease_s: float,
                      now: datetime | None = None) -> list[int | None]:
-        """Store new inbound messages; per item the row id, or None for a duplicate."""
+        """Store new inbound messages; per item the row id, or None for a duplicate.
+
+        The dedupe claims are the ``processed_updates`` rows that ``claim_update`` writes (same
+        table, same keys), inserted here with one statement for the whole batch: a burst of
+        callbacks then costs a handful of statements instead of two per callback."""
         now = as_utc(now) if now else utcnow()
-        out: list[int | None] = []
+        if not items:
+            return []
         with self.sessions.begin() as session:
+            dialect = session.get_bind().dialect.name
+            if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - other databases
+                return self._accept_one_by_one(session, items, lease_s, now)
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            keys = list(dict.fromkeys(item.external_id for item in items))
+            claimed = set(session.scalars(
+                insert(_PU).on_conflict_do_nothing(index_elements=["channel", "external_id"])
+                .returning(_PU.c.external_id),
+                [{"channel": self.channel, "external_id": k, "at": now} for k in keys],
+            ))
+            fresh: dict[str, NewInbound] = {}
             for item in items:
-                if not claim_update(session, self.channel, item.external_id, now=now):
-                    out.append(None)
-                    continue
-                row = InboundMessage(channel=self.channel, external_id=item.external_id, user_key=item.user_key,
-                                     payload=item.payload, status="pending", attempts=0,
-                                     locked_until=now + timedelta(seconds=lease_s), created_at=now)
-                session.add(row)
-                session.flush()
-                out.append(row.id)
+                if item.external_id in claimed and item.external_id not in fresh:
+                    fresh[item.external_id] = item
+            ids: dict[str, int] = {}
+            if fresh:
+                rows = session.execute(
+                    insert(_T).returning(_T.c.id, _T.c.external_id),
+                    [{"channel": self.channel, "external_id": i.external_id, "user_key": i.user_key,
+                      "payload": i.payload, "status": "pending", "attempts": 0,
+                      "locked_until": now + timedelta(seconds=lease_s), "created_at": now}
+                     for i in fresh.values()],
+                )
+                ids = {r.external_id: r.id for r in rows}
+        out: list[int | None] = []
+        for item in items:  # the first of several copies in one batch gets the row
+            out.append(ids.pop(item.external_id, None))
+        return out
+
+    def _accept_one_by_one(self, session: Session, items: list[NewInbound], lease_s: float,
+                           now: datetime) -> list[int | None]:  # pragma: no cover - other databases
+        out: list[int | None] = []
+        for item in items:
+            if not claim_update(session, self.channel, item.external_id, now=now):
+                out.append(None)
+                continue
+            row = InboundMessage(channel=self.channel, external_id=item.external_id, user_key=item.user_key,
+                                 payload=item.payload, status="pending", attempts=0,
+                                 locked_until=now + timedelta(seconds=lease_s), created_at=now)
+            session.add(row)
+            session.flush()
+            out.append(row.id)
         return out
 
     def _claim(self, session: Session, condition: Any, lease_s: float, now: datetime) -> list[ClaimedInbound]:
