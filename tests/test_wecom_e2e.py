@@ -335,6 +335,11 @@ async def test_file_message_is_downloaded_and_handed_to_the_engine(fake, make_ct
                                                    FileName="视频.mp4")))[0] == 200
         notes = await fake.wait_delivered(admin, 4)
         assert "视频.mp4" in notes[3].text and len(fake.media_calls) == downloads
+        # a media_id WeCom no longer knows (they expire after 3 days)
+        assert (await wecom.post(http, message_xml(admin, "file", msg_id=next_msg_id(), MediaId="MEDIA-GONE",
+                                                   FileName="旧文件.pdf")))[0] == 200
+        notes = await fake.wait_delivered(admin, 5)
+        assert "下载失败" in notes[4].text
         assert len(engine.seen) == 1  # only the readable file reached the engine
 
 
@@ -405,3 +410,30 @@ async def test_callback_for_another_agent_is_ignored(fake, make_ctx, engine_for)
         assert (await wecom.post(http, xml))[:2] == (200, "")
         await channel.idle()
         assert _count(ctx, InboundMessage) == 0
+
+
+async def test_serve_discovers_the_wecom_plugin(fake, make_ctx, engine_for):
+    """``yilian serve`` builds its app from ``bot.channels.enabled_channels``: WeCom is among them
+    when configured, and its callback answers on the shared HTTP port."""
+    from aiohttp import web
+
+    from bot.channels import enabled_channels
+    from bot.server import CHANNELS_KEY, create_app
+
+    ctx = make_ctx()
+    plugins = enabled_channels(ctx.settings)
+    assert "wecom" in [p.name for p in plugins]
+    app = create_app(ctx, engine_for(ctx), channels=[p for p in plugins if p.name == "wecom"], web_chat=False)
+    assert "wecom" in app[CHANNELS_KEY]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        async with aiohttp.ClientSession() as http:
+            assert await WeComSender(url).verify_url(http, "hello") == (200, "hello")
+            assert (await WeComSender(url).post(http, text_xml("stranger02", QUESTION, next_msg_id())))[0] == 200
+        await fake.wait_delivered("stranger02", 1)
+    finally:
+        await runner.cleanup()
