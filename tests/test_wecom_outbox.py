@@ -212,3 +212,19 @@ def test_inbox_accepts_each_message_once_and_recovers_abandoned_ones(sessions):
     with sessions() as s:
         keys = sorted(s.scalars(select(OutboxMessage.dedupe_key)))
     assert keys == ["wecom:msg:1:0", "wecom:msg:2:0"]
+
+
+def test_answered_messages_are_not_kept_and_old_rows_are_pruned(sessions):
+    from bot.wecom.inbox import InboxStore, NewInbound
+
+    inbox = InboxStore(sessions, "wecom")
+    [row_id] = inbox.accept_batch([NewInbound("msg:9", "u9", {"Content": "患者张三，身份证110101199003071234"})],
+                                  lease_s=30)
+    row = inbox.claim(row_id, lease_s=30)
+    assert inbox.finish(row, [])
+    with sessions() as s:
+        from storage.models import InboundMessage
+
+        assert s.scalars(select(InboundMessage.payload)).one() == {}
+    assert inbox.prune(now=utcnow() + timedelta(days=6)) == 0
+    assert inbox.prune(now=utcnow() + timedelta(days=8)) == 1

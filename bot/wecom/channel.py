@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 import queue
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
@@ -71,6 +72,8 @@ class WeComOptions:
     recovery_interval_s: float = 15.0
     inbound_retry_s: float = 5.0
     max_inbound_attempts: int = 5
+    #: Processed inbound rows are deleted after this many days.
+    keep_inbound_days: float = 7.0
     #: Engine calls running at once (each in a thread).
     max_concurrent: int = 4
     #: Longest time processing waits for a burst of callbacks to be acknowledged first.
@@ -423,9 +426,14 @@ class WeComChannel:
         return len(rows)
 
     async def _recovery_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_prune = loop.time()
         while not self._stopping:
             try:
                 await self.recover_once()
+                if loop.time() - last_prune > 3600:
+                    last_prune = loop.time()
+                    await asyncio.to_thread(self.inbox.prune, older_than=timedelta(days=self.options.keep_inbound_days))
             except Exception:
                 log.exception("wecom inbound recovery failed")
             await asyncio.sleep(self.options.recovery_interval_s)

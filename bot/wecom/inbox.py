@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,8 +148,9 @@ class InboxStore:
         """Queue the replies and mark the row done, atomically. False if the claim was lost."""
         now = as_utc(now) if now else utcnow()
         with self.sessions.begin() as session:
+            # The message itself is not kept once answered (it may name patients): only its key.
             done = session.execute(update(_T).where(self._mine(row)).values(status="done", processed_at=now,
-                                                                             last_error=None))
+                                                                             last_error=None, payload={}))
             if done.rowcount != 1:  # another worker took the row over (our lease ran out)
                 return False
             enqueue_many(session, self.channel, row.user_key, payloads, f"{self.channel}:{row.external_id}", now=now)
@@ -160,6 +161,15 @@ class InboxStore:
         with self.sessions.begin() as session:
             session.execute(update(_T).where(self._mine(row)).values(
                 status="pending", locked_until=now + timedelta(seconds=delay_s), last_error=error[:500]))
+
+    def prune(self, *, older_than: timedelta = timedelta(days=7), now: datetime | None = None) -> int:
+        """Delete processed rows older than ``older_than`` (repeats are still caught by the
+        ``processed_updates`` claims while those are kept)."""
+        now = as_utc(now) if now else utcnow()
+        with self.sessions.begin() as session:
+            result = session.execute(delete(_T).where(_T.c.channel == self.channel, _T.c.status == "done",
+                                                      _T.c.created_at < now - older_than))
+            return int(result.rowcount or 0)
 
     def counts(self) -> dict[str, int]:
         from sqlalchemy import func
