@@ -178,3 +178,13 @@ async def test_wrong_secret_and_media_limits(fake, sessions):
         assert err.value.errcode == 40007 and err.value.retryable is False  # expired media_id
     finally:
         await api.close()
+
+
+def test_options_from_environment():
+    from bot.wecom import WeComOptions
+
+    options = WeComOptions.from_env({"YILIAN_WECOM_CHOICE_STYLE": "Markdown", "YILIAN_WECOM_PER_USER_PER_MINUTE": "20"})
+    assert (options.choice_style, options.outbox.per_minute) == ("markdown", 20)
+    defaults = WeComOptions.from_env({"YILIAN_WECOM_PER_USER_PER_MINUTE": "99"})  # over WeCom's 30: ignored
+    assert (defaults.choice_style, defaults.outbox.per_minute) == ("card", 25)
+    assert "可信IP" in str(WeComAPIError(60020, "not allow to access from your ip"))

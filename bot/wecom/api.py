@@ -61,9 +61,21 @@ class WeComError(Exception):
     retryable: bool = True
 
 
+#: Operator hints for errors that only configuration can fix.
+ERRCODE_HINTS = {
+    60020: "this server's IP is not in the app's trusted IP list (企业可信IP) in the WeCom admin console",
+    40001: "wrong YILIAN_WECOM_SECRET or YILIAN_WECOM_CORP_ID",
+    40013: "wrong YILIAN_WECOM_CORP_ID",
+    40056: "wrong YILIAN_WECOM_AGENT_ID",
+    48002: "the app lacks permission for this API",
+    81013: "the user is outside the app's visible range (可见范围)",
+}
+
+
 class WeComAPIError(WeComError):
     def __init__(self, errcode: int, errmsg: str, path: str = "") -> None:
-        super().__init__(f"{path} errcode {errcode}: {errmsg}".strip())
+        hint = ERRCODE_HINTS.get(int(errcode))
+        super().__init__(f"{path} errcode {errcode}: {errmsg}".strip() + (f" — {hint}" if hint else ""))
         self.errcode = int(errcode)
         self.errmsg = errmsg
         self.retryable = self.errcode not in PERMANENT_ERRCODES

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 import queue
 import threading
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,20 @@ class WeComOptions:
     run_sender: bool = True
     outbox: OutboxOptions = field(default_factory=OutboxOptions)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WeComOptions":
+        """Defaults, with ``YILIAN_WECOM_CHOICE_STYLE`` (``card`` | ``markdown``) and
+        ``YILIAN_WECOM_PER_USER_PER_MINUTE`` applied when set."""
+        env = os.environ if environ is None else environ
+        options = cls()
+        style = env.get("YILIAN_WECOM_CHOICE_STYLE", "").strip().lower()
+        if style in ("card", "markdown"):
+            options.choice_style = style
+        per_minute = env.get("YILIAN_WECOM_PER_USER_PER_MINUTE", "").strip()
+        if per_minute.isdigit() and 0 < int(per_minute) <= 30:
+            options.outbox.per_minute = int(per_minute)
+        return options
+
 
 class _UserLocks:
     """One asyncio lock per user, dropped when nobody holds or awaits it."""
@@ -117,7 +132,7 @@ class WeComChannel:
         self.ctx = ctx
         self.settings = settings
         self.engine = engine
-        self.options = options or WeComOptions()
+        self.options = options or WeComOptions.from_env()
         self.agent_id = int(settings.wecom_agent_id)
         self.crypto = WeComCrypto(settings.wecom_token.get_secret_value(), settings.wecom_aes_key.get_secret_value(),
                                   settings.wecom_corp_id)
