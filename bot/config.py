@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,12 @@ class Settings(BaseSettings):
     wecom_token: SecretStr | None = None
     wecom_aes_key: SecretStr | None = None
     wecom_api_base: str = "https://qyapi.weixin.qq.com/cgi-bin/"
+    wecom_choice_style: Literal["card", "markdown"] = Field(
+        default="card", description="How choices are shown: template cards with buttons, or a numbered markdown list."
+    )
+    wecom_per_user_per_minute: int = Field(
+        default=25, ge=1, le=30, description="Messages per member per minute (WeCom drops more than 30)."
+    )
 
     # --- behaviour ------------------------------------------------------------------------------
     dialog_ttl_minutes: int = 60

@@ -248,7 +248,7 @@ async def test_restart_with_messages_in_the_outbox_delivers_all_once(fake, make_
                   .values(status="sending", claim_token="dead-worker", next_attempt_at=utcnow() - timedelta(seconds=1)))
     # ... and a message acknowledged to WeCom but never processed.
     from bot.wecom.inbound import dedupe_key, parse_plaintext
-    from bot.wecom.inbox import InboxStore, NewInbound
+    from bot.inbox import InboxStore, NewInbound
 
     fields = parse_plaintext(text_xml("heliping", QUESTION, next_msg_id()))
     InboxStore(ctx2.sessions, "wecom").accept_batch([NewInbound(dedupe_key(fields), "heliping", fields)],

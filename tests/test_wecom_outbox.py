@@ -185,7 +185,7 @@ def test_backoff_grows_and_is_capped():
 
 
 def test_inbox_accepts_each_message_once_and_recovers_abandoned_ones(sessions):
-    from bot.wecom.inbox import InboxStore, NewInbound
+    from bot.inbox import InboxStore, NewInbound
 
     inbox = InboxStore(sessions, "wecom")
     msg = NewInbound("msg:1", "u1", {"MsgType": "text", "Content": "你好"})
@@ -215,7 +215,7 @@ def test_inbox_accepts_each_message_once_and_recovers_abandoned_ones(sessions):
 
 
 def test_answered_messages_are_not_kept_and_old_rows_are_pruned(sessions):
-    from bot.wecom.inbox import InboxStore, NewInbound
+    from bot.inbox import InboxStore, NewInbound
 
     inbox = InboxStore(sessions, "wecom")
     [row_id] = inbox.accept_batch([NewInbound("msg:9", "u9", {"Content": "患者张三，身份证110101199003071234"})],

@@ -180,11 +180,18 @@ async def test_wrong_secret_and_media_limits(fake, sessions):
         await api.close()
 
 
-def test_options_from_environment():
-    from bot.wecom import WeComOptions
+def test_options_from_settings(tmp_path):
+    import pydantic
 
-    options = WeComOptions.from_env({"YILIAN_WECOM_CHOICE_STYLE": "Markdown", "YILIAN_WECOM_PER_USER_PER_MINUTE": "20"})
+    from bot.wecom import WeComOptions
+    from tests.conftest import make_settings
+
+    options = WeComOptions.from_settings(
+        make_settings(tmp_path, wecom_choice_style="markdown", wecom_per_user_per_minute=20)
+    )
     assert (options.choice_style, options.outbox.per_minute) == ("markdown", 20)
-    defaults = WeComOptions.from_env({"YILIAN_WECOM_PER_USER_PER_MINUTE": "99"})  # over WeCom's 30: ignored
+    defaults = WeComOptions.from_settings(make_settings(tmp_path))
     assert (defaults.choice_style, defaults.outbox.per_minute) == ("card", 25)
+    with pytest.raises(pydantic.ValidationError):  # over WeCom's 30 a minute: refused at start-up
+        make_settings(tmp_path, wecom_per_user_per_minute=99)
     assert "可信IP" in str(WeComAPIError(60020, "not allow to access from your ip"))

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 

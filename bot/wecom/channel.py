@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 import queue
 import threading
 from dataclasses import dataclass, field, replace
@@ -41,7 +40,7 @@ from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.wecom.api import MediaTooLarge, WeComAPI, WeComError
 from bot.wecom.crypto import WeComCrypto, WeComCryptoError
 from bot.wecom.inbound import Action, MalformedMessage, classify, dedupe_key, parse_plaintext
-from bot.wecom.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.inbox import ClaimedInbound, InboxStore, NewInbound
 from bot.wecom.render import render_replies
 from bot.wecom.transport import WeComTransport
 from handlers.messages import Attachment, Incoming, Reply
@@ -88,17 +87,11 @@ class WeComOptions:
     outbox: OutboxOptions = field(default_factory=OutboxOptions)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WeComOptions":
-        """Defaults, with ``YILIAN_WECOM_CHOICE_STYLE`` (``card`` | ``markdown``) and
-        ``YILIAN_WECOM_PER_USER_PER_MINUTE`` applied when set."""
-        env = os.environ if environ is None else environ
+    def from_settings(cls, settings: Any) -> "WeComOptions":
+        """Defaults, with the choice style and per-member pacing from Settings."""
         options = cls()
-        style = env.get("YILIAN_WECOM_CHOICE_STYLE", "").strip().lower()
-        if style in ("card", "markdown"):
-            options.choice_style = style
-        per_minute = env.get("YILIAN_WECOM_PER_USER_PER_MINUTE", "").strip()
-        if per_minute.isdigit() and 0 < int(per_minute) <= 30:
-            options.outbox.per_minute = int(per_minute)
+        options.choice_style = settings.wecom_choice_style
+        options.outbox.per_minute = settings.wecom_per_user_per_minute
         return options
 
 
@@ -132,7 +125,7 @@ class WeComChannel:
         self.ctx = ctx
         self.settings = settings
         self.engine = engine
-        self.options = options or WeComOptions.from_env()
+        self.options = options or WeComOptions.from_settings(settings)
         self.agent_id = int(settings.wecom_agent_id)
         self.crypto = WeComCrypto(settings.wecom_token.get_secret_value(), settings.wecom_aes_key.get_secret_value(),
                                   settings.wecom_corp_id)

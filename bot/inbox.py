@@ -1,4 +1,4 @@
-"""Accepted inbound messages (``inbound_messages``): stored before the platform is acknowledged,
+"""Accepted inbound messages of every channel (``inbound_messages``): stored before the platform is acknowledged,
 processed once, recovered after a crash.
 
 ``accept_batch`` is the acknowledgement path: the dedupe claims (the ``processed_updates`` rows of
