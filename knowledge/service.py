@@ -362,20 +362,33 @@ def _bump_generation(session: Session) -> None:
         state.generation += 1
 
 
+# words that say what kind of document it is, not which one
+_DOCUMENT_KIND_WORDS = {"意见", "实施意见", "方案", "实施方案", "工作方案", "制度", "工作制度", "通知", "办法",
+                        "规定", "细则", "试点", "试点工作", "指南", "规范", "决定", "章程"}
+
+
 def _distinctive_title_words(chunks: list[ChunkView]) -> dict[str, frozenset[str]]:
     """Words of each title that single its document out: place and hospital names.
 
     A title word counts when the document's own clauses use it and nearly no other document's
     do ("临沧", "油田"), which excludes generic title words ("医疗机构", "实施方案").
     """
-    titles = {c.document_title for c in chunks}
+    title_words = {
+        title: {w for w in tokenize(title) if not w.startswith("#") and len(w) >= 2} - _DOCUMENT_KIND_WORDS
+        for title in {c.document_title for c in chunks}
+    }
+    wanted = set().union(*title_words.values())
+    # one pass over the chunks: for each title word, how many clauses of each document use it
+    uses: dict[str, dict[str, int]] = {w: {} for w in wanted}
+    for chunk in chunks:
+        for w in wanted & chunk.tokens:
+            uses[w][chunk.document_title] = uses[w].get(chunk.document_title, 0) + 1
     result = {}
-    for title in titles:
-        words = {w for w in tokenize(title) if not w.startswith("#") and len(w) >= 2}
+    for title, words in title_words.items():
         keep = set()
         for w in words:
-            own = sum(1 for c in chunks if w in c.tokens and c.document_title == title)
-            other = sum(1 for c in chunks if w in c.tokens and c.document_title != title)
+            own = uses[w].get(title, 0)
+            other = sum(uses[w].values()) - own
             if own and other <= 0.1 * (own + other):
                 keep.add(w)
                 if len(w) >= 3 and w[-1] in "市区县州":  # "张店区" is also asked about as "张店"
