@@ -7,7 +7,7 @@ handlers/ knows about Telegram or WeCom types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Channel = Literal["telegram", "wecom", "web", "cli"]

@@ -189,6 +189,14 @@ def test_referral_receiver_can_be_typed_and_typos_are_re_asked(chat, engine_ctx)
     assert "接收机构：哈达山卫生院" in doctor.text and "方向：下转" in doctor.text
 
 
+def test_upward_referral_from_the_lead_hospital_says_there_is_no_higher_level(chat):
+    doctor = chat("web", "dr_wang_sy")  # 松原吉林油田医院: the consortium's lead (三级) hospital
+    doctor.say("转诊")
+    doctor.press("上转")
+    assert "已是松原吉林油田医院城市医疗集团内级别最高的医院" in doctor.text
+    assert "上级医院）" not in doctor.text  # no pretending that the members are higher-level
+
+
 def test_admin_only_roles_cannot_start_a_referral(chat):
     text = chat("web", "admin_sy").say("转诊")[0].text
     assert "只有已绑定的医生或联络员可以发起转诊" in text

@@ -50,9 +50,8 @@ def receiver_options(turn: Turn, _data: dict[str, Any]) -> list[Option]:
     return [Option(str(i.id), _label(i), aliases=(i.name,)) for i in _consortium_institutions(turn)]
 
 
-def featured_receivers(turn: Turn, data: dict[str, Any]) -> list[Option]:
-    """The likely receivers for the chosen direction: higher levels (lead first) for 上转,
-    lower levels (own members first) for 下转; everything when that leaves nothing."""
+def _likely_receivers(turn: Turn, data: dict[str, Any]) -> list[Institution]:
+    """Higher levels (lead first) for 上转, lower levels (own members first) for 下转."""
     staff = turn.identity.staff
     assert staff is not None
     mine = staff.institution
@@ -64,14 +63,35 @@ def featured_receivers(turn: Turn, data: dict[str, Any]) -> list[Option]:
     else:
         picked = [i for i in others if my_rank is not None and -1 < LEVEL_RANK.get(i.level, -1) < my_rank]
         picked.sort(key=lambda i: (i.parent_id != mine.id, -LEVEL_RANK.get(i.level, -1), i.id))
-    return [Option(str(i.id), _label(i), aliases=(i.name,)) for i in (picked or others)]
+    return picked
+
+
+def featured_receivers(turn: Turn, data: dict[str, Any]) -> list[Option]:
+    """The likely receivers for the chosen direction; every member when there are none."""
+    picked = _likely_receivers(turn, data) or _consortium_institutions(turn)
+    return [Option(str(i.id), _label(i), aliases=(i.name,)) for i in picked]
 
 
 def _receiver_question(turn: Turn, data: dict[str, Any]) -> str:
     staff = turn.identity.staff
     assert staff is not None
     consortium = staff.institution.consortium.name
-    if data.get("direction") == UP:
+    mine = staff.institution.name
+    up = data.get("direction") == UP
+    if not _likely_receivers(turn, data):
+        # say so plainly instead of offering "higher-level" hospitals that are not higher
+        if up:
+            return turn.t(
+                f"{mine}已是{consortium}内级别最高的医院，医联体内没有可上转的上级医院。"
+                "如仍需登记，请从下列成员机构中选择，或直接输入机构名称：",
+                f"{mine} is already the highest-level hospital in {consortium}; there is no higher-level "
+                "hospital to refer to. To register anyway, choose a member below or type its name:",
+            )
+        return turn.t(
+            f"{consortium}内没有比{mine}级别更低的机构。如仍需登记，请从下列成员机构中选择，或直接输入机构名称：",
+            f"{consortium} has no institution below {mine}. To register anyway, choose a member below or type its name:",
+        )
+    if up:
         return turn.t(f"请选择接收机构（{consortium}内的上级医院），或直接输入机构名称：",
                       f"Choose the receiving institution (a higher-level hospital in {consortium}), or type its name:")
     return turn.t(f"请选择接收机构（{consortium}内的下级或基层机构），或直接输入机构名称：",
