@@ -44,7 +44,8 @@ W_DENSE = 0.5  # cosine similarity of the multilingual sentence vectors
 W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the clause
 W_HEADING = 0.5  # share of the question's terms in the clause's own title
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
-OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties
+OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties…
+OWN_CONSORTIUM_MIN_SHARE = 0.7  # …when their clause covers nearly as much of the question
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,7 @@ class KnowledgeBase:
         }
         candidates = {int(p) for p in np.argsort(-bm25_scores)[:LEXICAL_CANDIDATES] if bm25_scores[p] > 0}
         candidates.update(dense_by_pos)
+        best_coverage = max((query.share(snap.chunks[p].tokens) for p in candidates), default=0.0)
         hits = []
         for pos in candidates:
             chunk = snap.chunks[pos]
@@ -330,7 +332,10 @@ class KnowledgeBase:
             named = chunk.document_title in query.named_documents
             if query.named_documents:  # the user named a policy: its clauses first
                 score += NAMED_DOCUMENT_BONUS if named else 0.0
-            elif consortium and chunk.consortium == consortium:
+            elif consortium and chunk.consortium == consortium and coverage >= OWN_CONSORTIUM_MIN_SHARE * best_coverage:
+                # the asker's own rules first, but only where they speak about the question as
+                # fully as the best clause does: otherwise another consortium's rule, named, is
+                # a better answer than an unrelated one of their own
                 score += OWN_CONSORTIUM_BONUS
             hits.append(
                 Hit(chunk, float(score), float(bm25_scores[pos]), dense, coverage, heading, query.unknown_share, named)

@@ -175,3 +175,10 @@ def test_registry_and_swap_on_postgresql(tmp_path):
         assert "每季度召开一次" in kb.ask("联络员例会多久开一次？").text
         assert kb.remove("联络员会议制度")
         assert kb.documents() == []
+
+
+def test_another_consortiums_rule_beats_an_unrelated_one_of_the_users_own(app_context):
+    # only 张店's plan says how long seconded staff stay at primary level
+    answer = app_context.kb.ask("下派人员要在基层工作多久？", consortium="songyuan")
+    assert answer.quotes[0].citation.startswith("《张店区")
+    assert "每名下派人员在基层累计工作时间不少于1个月" in answer.text
