@@ -45,7 +45,8 @@ W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the cl
 W_HEADING = 0.5  # share of the question's terms in the clause's own title
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
 OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties…
-OWN_CONSORTIUM_MIN_SHARE = 0.7  # …when their clause covers nearly as much of the question
+OWN_MIN_COVERAGE_RATIO = 0.8  # …when their clause covers nearly as much of the question as the best
+OWN_MIN_SCORE_RATIO = 0.95  # …or scores nearly as high
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,6 @@ class KnowledgeBase:
         }
         candidates = {int(p) for p in np.argsort(-bm25_scores)[:LEXICAL_CANDIDATES] if bm25_scores[p] > 0}
         candidates.update(dense_by_pos)
-        best_coverage = max((query.share(snap.chunks[p].tokens) for p in candidates), default=0.0)
         hits = []
         for pos in candidates:
             chunk = snap.chunks[pos]
@@ -330,16 +330,23 @@ class KnowledgeBase:
             dense = float(dense_by_pos.get(pos, 0.0))
             score = W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage + W_HEADING * heading
             named = chunk.document_title in query.named_documents
-            if query.named_documents:  # the user named a policy: its clauses first
-                score += NAMED_DOCUMENT_BONUS if named else 0.0
-            elif consortium and chunk.consortium == consortium and coverage >= OWN_CONSORTIUM_MIN_SHARE * best_coverage:
-                # the asker's own rules first, but only where they speak about the question as
-                # fully as the best clause does: otherwise another consortium's rule, named, is
-                # a better answer than an unrelated one of their own
-                score += OWN_CONSORTIUM_BONUS
             hits.append(
                 Hit(chunk, float(score), float(bm25_scores[pos]), dense, coverage, heading, query.unknown_share, named)
             )
+        best_score = max((h.score for h in hits), default=0.0)
+        best_coverage = max((h.coverage for h in hits), default=0.0)
+        for hit in hits:
+            if query.named_documents:  # the user named a policy: its clauses first
+                hit.score += NAMED_DOCUMENT_BONUS if hit.named else 0.0
+            elif (
+                consortium
+                and hit.chunk.consortium == consortium
+                and (hit.coverage >= OWN_MIN_COVERAGE_RATIO * best_coverage or hit.score >= OWN_MIN_SCORE_RATIO * best_score)
+            ):
+                # the asker's own rules first, but only where they are nearly as relevant as the
+                # best clause: otherwise another consortium's rule, named as such, answers better
+                # than an unrelated one of their own
+                hit.score += OWN_CONSORTIUM_BONUS
         hits.sort(key=lambda h: h.score, reverse=True)
         return query, hits[:k]
 
