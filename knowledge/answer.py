@@ -153,8 +153,8 @@ def _is_item_of(child, parent) -> bool:
 
 def _format_quote(quote: Quote, language: str, numbered: bool, index: int) -> str:
     prefix = f"{index + 1}. " if numbered else ""
-    source = "Source" if language == "en" else "出处"
-    return f"{prefix}“{quote.text}”\n—— {source}：{quote.citation}"
+    source = "Source: " if language == "en" else "出处："
+    return f"{prefix}“{quote.text}”\n—— {source}{quote.citation}"
 
 
 def _overlaps(a, b) -> bool:

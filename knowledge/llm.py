@@ -62,9 +62,9 @@ class LlmSynthesizer:
         if not cited:
             log.warning("llm answer rejected: missing or unknown citations", extra={"answer_bytes": utf8_len(text)})
             return extractive
-        sources_label = "Sources" if extractive.language == "en" else "出处"
+        sources_label = "Sources:" if extractive.language == "en" else "出处："
         sources = "\n".join(f"[{n}] {extractive.quotes[n - 1].citation}" for n in cited)
-        footer = f"\n\n{sources_label}：\n{sources}"
+        footer = f"\n\n{sources_label}\n{sources}"
         body = truncate_utf8(text, MAX_ANSWER_BYTES - utf8_len(footer))
         return Answer(
             extractive.question,
