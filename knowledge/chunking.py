@@ -39,7 +39,10 @@ _HEADING_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 _PAGE_FURNITURE = re.compile(
     r"^\s*(?:[-—–－]+\s*\d+\s*[-—–－]+|\d{1,3}|第\s*\d+\s*页(?:\s*[,，/]?\s*共\s*\d+\s*页)?|\d+\s*/\s*\d+)\s*$"
 )
-_SERIAL = re.compile(r"^\d{1,3}$")
+# Word field codes that leak into text exports ("CONTROL Seal.MSSeal.1 \s", "EMBED Word.Picture")
+_FIELD_CODE = re.compile(
+    r"\b(?:CONTROL|EMBED|INCLUDEPICTURE|HYPERLINK|MERGEFORMAT|SHAPE)\b[\x20-\x7e]*|_\d{6,}\.unknown"
+)
 
 
 @dataclass(frozen=True)
@@ -161,14 +164,14 @@ def to_paragraphs(doc: Extracted) -> list[_Para]:
         if block.text.startswith("\t"):
             i = _take_tab_table(blocks, i, out, flush)
             continue
-        line = clean_display(block.text)
+        line = clean_display(_FIELD_CODE.sub("", block.text).replace("\ufffd", ""))
         i += 1
         if not line or _PAGE_FURNITURE.match(line):
             continue
         if not doc.hard_wrapped or match_heading(line) is not None:
             flush()
         current.append(line)
-        if not doc.hard_wrapped or len(line) < 0.8 * width:
+        if not doc.hard_wrapped or (_visual_width(line) < 0.8 * width and not _breaks_mid_sentence(line)):
             flush()
     flush()
     return out
@@ -177,11 +180,23 @@ def to_paragraphs(doc: Extracted) -> list[_Para]:
 def _wrap_width(blocks: list) -> int:
     """The page width of a hard-wrapped text, in characters (90th percentile of line lengths)."""
     lengths = sorted(
-        len(clean_display(b.text)) for b in blocks if isinstance(b, TextBlock) and len(b.text.strip()) > 8
+        _visual_width(clean_display(b.text)) for b in blocks if isinstance(b, TextBlock) and len(b.text.strip()) > 8
     )
     if not lengths:
         return 0
     return lengths[min(len(lengths) - 1, int(len(lengths) * 0.9))]
+
+
+def _breaks_mid_sentence(line: str) -> bool:
+    """A longish line that stops on a plain character ("…探索城市医疗集团运行") was cut in the
+    middle of a sentence, whatever its width; a short one ("二、工作目标") is a title."""
+    return len(line) > 15 and not _ends_sentence(line)
+
+
+def _visual_width(text: str) -> float:
+    """Printed width in Chinese characters: Latin letters, digits and spaces are half as wide,
+    so "到 2023 年底，…" fills a line with fewer characters than a line of Chinese text."""
+    return sum(0.5 if ch.isascii() else 1.0 for ch in text)
 
 
 def _take_tab_table(blocks: list, i: int, out: list[_Para], flush) -> int:

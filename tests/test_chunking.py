@@ -107,3 +107,20 @@ def test_docx_table_rows_keep_their_header():
     )
     rows = [c for c in chunk_document(doc) if c.kind == "table_row"]
     assert [r.body for r in rows] == ["单位：湖田卫生院；联系人：王芳", "单位：傅家卫生院；联系人：李强"]
+
+
+def test_word_field_codes_and_mid_sentence_breaks_are_cleaned():
+    text = (
+        "二、工作目标\n"
+        "到 2023 年底，按照省级试点要求，探索城市医疗集团运行\n"
+        "\n"
+        "机制，城市医疗集团内各医疗卫生机构落实功能定位，基本形成科学有序、系统、连续的就医诊疗格局，不断巩固分级诊疗制度建设成效。\n"
+        "附件2\n"
+        "\ufffd CONTROL Seal.MSSeal.1 \\s \ufffd\ufffd\ufffd\n"
+        "松原吉林油田医院文件_1234567890.unknown\n"
+    )
+    chunks = chunk_document(_doc(text))
+    goal = next(c for c in chunks if c.heading_path == ["二、工作目标"])
+    assert "探索城市医疗集团运行机制，城市医疗集团内" in goal.body
+    annex = next(c for c in chunks if c.heading_path == ["附件2"])
+    assert annex.body == "松原吉林油田医院文件"
