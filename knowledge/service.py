@@ -27,7 +27,7 @@ from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.extract_types import IngestError
 from knowledge.textnorm import is_mostly_latin
-from knowledge.tokenize import english_concepts, expand_query, tokenize
+from knowledge.tokenize import english_concepts, expand_query, inner_bigrams, sub_words, tokenize, words
 from knowledge.vector_index import ChromaIndex
 from storage import repositories as audit
 from storage.models import Chunk, Document, KnowledgeState
@@ -46,7 +46,7 @@ W_HEADING = 0.5  # share of the question's terms in the clause's own title
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
 OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties…
 OWN_MIN_COVERAGE_RATIO = 0.8  # …when their clause covers nearly as much of the question as the best
-OWN_MIN_SCORE_RATIO = 0.95  # …or scores nearly as high
+OWN_MIN_SCORE_RATIO = 0.8  # …or scores nearly as high
 
 
 @dataclass(frozen=True)
@@ -103,46 +103,57 @@ class DocumentInfo:
 class Query:
     """A question as weighted concepts: what coverage, refusals and quote selection measure.
 
-    A concept is one word (Chinese) or one English phrase with its Chinese terms; it weighs its
-    rarest known form, and one the corpus never uses weighs the most, as it is the best evidence
-    that the policies do not speak about the subject at all.
+    A concept is one word of the question (Chinese) or one English phrase with its Chinese
+    terms. It is found in a clause when one of its *forms* is: the word itself, or all of the
+    word's character bigrams (the word inside a longer compound: "张店" in "张店区", "市医联会"
+    however jieba split it). A concept weighs its rarest known form; one the corpus never uses
+    weighs the most, as it is the best evidence that the policies do not speak about the subject.
     """
 
-    def __init__(self, concepts: list[frozenset[str]], search_tokens: list[str], snap: _Snapshot) -> None:
-        # In-word bigrams only help matching; one no document uses ("层工" from "基层工作") says
-        # nothing about whether the policies cover the question.
-        self.concepts = [c for c in concepts if c and not all(t.startswith("#") and t not in snap.idf for t in c)]
+    def __init__(self, concepts: list[list[frozenset[str]]], search_tokens: list[str], snap: _Snapshot) -> None:
+        self.concepts = [c for c in concepts if c]
         self.search_tokens = search_tokens
-        self.weights = [max((snap.idf[t] for t in c if t in snap.idf), default=snap.unknown_idf) for c in self.concepts]
-        self.total = sum(self.weights) or 1.0
-        unknown = [
-            w
-            for c, w in zip(self.concepts, self.weights)
-            if not any(t in snap.idf for t in c) and not all(t.startswith("#") for t in c)
+        known = [[form for form in c if all(t in snap.idf for t in form)] for c in self.concepts]
+        self.weights = [
+            max((max(snap.idf[t] for t in form) for form in forms), default=snap.unknown_idf) for forms in known
         ]
-        self.unknown_share = sum(unknown) / self.total
-        self.named_documents = {
-            title for title, words in snap.title_words.items() if any(words & c for c in self.concepts)
-        }
+        self.total = sum(self.weights) or 1.0
+        self.unknown_share = sum(w for forms, w in zip(known, self.weights) if not forms) / self.total
+        words_asked = {t for c in self.concepts for form in c for t in form if not t.startswith("#")}
+        self.named_documents = {title for title, names in snap.title_words.items() if names & words_asked}
 
     @classmethod
     def parse(cls, question: str, snap: _Snapshot) -> Query:
         if is_mostly_latin(question):
             units = english_concepts(question)
             search_text = question + " " + " ".join(zh for _, zh in units)
-            concepts = [frozenset(tokenize(en)) | frozenset(tokenize(zh)) for en, zh in units]
+            # "how often" helps the search (每年, 定期) but is not a subject the policies must cover
+            concepts = [
+                [frozenset([t]) for t in tokenize(en)] + [form for w in words(zh) for form in _forms(w)]
+                for en, zh in units
+                if tokenize(en)
+            ]
         else:
             search_text = expand_query(question)
             # judged on what the user asked, not on our synonym expansions
-            concepts = [frozenset([t]) for t in set(tokenize(question))]
+            concepts = [_forms(w) for w in words(question)]
         return cls(concepts, tokenize(search_text), snap)
 
     def share(self, tokens: frozenset[str]) -> float:
         """The weighted share of the question's concepts present among ``tokens``."""
-        return sum(w for c, w in zip(self.concepts, self.weights) if c & tokens) / self.total
+        return sum(w for c, w in zip(self.concepts, self.weights) if any(form <= tokens for form in c)) / self.total
 
     def relevance(self, text: str) -> float:
         return self.share(frozenset(tokenize(text)))
+
+
+def _forms(word: str) -> list[frozenset[str]]:
+    """The word itself; all of its inner bigrams together; all of its sub-words together."""
+    forms = [frozenset([word])]
+    for parts in (inner_bigrams(word), sub_words(word)):
+        if parts:
+            forms.append(frozenset(parts))
+    return forms
 
 
 @dataclass
@@ -396,9 +407,9 @@ def _distinctive_title_words(chunks: list[ChunkView]) -> dict[str, frozenset[str
         for w in wanted & chunk.tokens:
             uses[w][chunk.document_title] = uses[w].get(chunk.document_title, 0) + 1
     result = {}
-    for title, words in title_words.items():
+    for title, candidates in title_words.items():
         keep = set()
-        for w in words:
+        for w in candidates:
             own = uses[w].get(title, 0)
             other = sum(uses[w].values()) - own
             if own and other <= 0.1 * (own + other):

@@ -62,6 +62,9 @@ EN_ZH = {
     "drug": "药品", "long prescription": "长处方", "private": "民营", "license": "执业", "practice": "执业",
     "primary level": "基层", "grassroots level": "基层", "village": "村", "town": "乡镇", "mission": "任务",
     "objective": "目标", "slogan": "目标", "measure": "措施", "supervision": "督导 监管", "data": "数据 信息",
+    "lead": "牵头 核心", "leads": "牵头 核心", "leading": "牵头 核心", "unchanged": "不变", "principles": "原则",
+    "one": "一", "two": "两 二", "three": "三", "four": "四", "five": "五", "six": "六", "seven": "七",
+    "eight": "八", "nine": "九", "ten": "十", "first": "首", "vice": "副", "deputy": "副",
 }
 
 # Everyday words in questions → the words the policies use. Applied to questions only.
@@ -111,26 +114,65 @@ def _init() -> None:
         _ready = True
 
 
+def _fold(text: str) -> str:
+    folded = unicodedata.normalize("NFKC", text).lower()
+    # spaces between CJK characters are layout noise; spaces between Latin words are real
+    return re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", folded)
+
+
+def _keep(tok: str) -> bool:
+    return bool(tok) and tok not in STOPWORDS and tok not in EN_STOPWORDS and not _PUNCT.match(tok)
+
+
+def inner_bigrams(word: str) -> list[str]:
+    """Character bigrams inside a Chinese word, prefixed so they never collide with words."""
+    if len(word) < 2 or not _CJK_WORD.match(word):
+        return []
+    return ["#" + word[i : i + 2] for i in range(len(word) - 1)]
+
+
 def tokenize(text: str) -> list[str]:
-    """jieba words of ``text`` (NFKC-folded) plus in-word character bigrams; no stop words."""
+    """Search-mode jieba words of ``text`` (NFKC-folded) plus in-word character bigrams.
+
+    The bigrams make matching independent of how jieba happened to segment a compound ("市医联会"
+    vs "医联体"); they never cross a word boundary (that would only add noise). Stop words out.
+    """
     _init()
     import jieba
 
-    folded = unicodedata.normalize("NFKC", text).lower()
-    # spaces between CJK characters are layout noise; spaces between Latin words are real
-    folded = re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", folded)
     out = []
-    for tok in jieba.lcut_for_search(folded):
+    for tok in jieba.lcut_for_search(_fold(text)):
         tok = tok.strip()
-        if not tok or tok in STOPWORDS or tok in EN_STOPWORDS or _PUNCT.match(tok):
+        if not _keep(tok):
             continue
         out.append(tok)
-        # Character bigrams inside longer words make matching independent of how jieba happened
-        # to segment a compound ("市医联会" vs "医联体"); they are prefixed so they never collide
-        # with words, and never cross a word boundary (that would only add noise).
-        if len(tok) >= 3 and _CJK_WORD.match(tok):
-            out.extend("#" + tok[i : i + 2] for i in range(len(tok) - 1))
+        if len(tok) >= 3:
+            out.extend(inner_bigrams(tok))
     return out
+
+
+def sub_words(word: str) -> list[str]:
+    """The shorter dictionary words inside ``word`` ("合作方式" → 合作, 方式), from jieba's
+    search mode; empty when it has none."""
+    _init()
+    import jieba
+
+    return [t for t in jieba.lcut_for_search(word) if t != word and len(t) >= 2 and _keep(t)]
+
+
+def words(text: str) -> list[str]:
+    """The distinct words of a question (precise-mode jieba, no stop words, at least two
+    characters): what it is about."""
+    _init()
+    import jieba
+
+    seen: list[str] = []
+    for tok in jieba.lcut(_fold(text)):
+        tok = tok.strip()
+        # one-character words ("开", "排", "交") are verbs and particles that say little
+        if len(tok) >= 2 and _keep(tok) and tok not in seen:
+            seen.append(tok)
+    return seen
 
 
 def expand_query(question: str) -> str:
