@@ -27,7 +27,7 @@ from bot.context import build_context  # noqa: E402
 from knowledge.evaluation import evaluate, evidence_found, load_questions, percentile  # noqa: E402
 from knowledge.samples import sample_policies  # noqa: E402
 
-QUESTION_SETS = [REPO / "tests/data/dev.jsonl", REPO / "tests/data/extra.jsonl"]
+QUESTION_SETS = [REPO / "tests/data/dev.jsonl", REPO / "tests/data/extra.jsonl", REPO / "tests/data/holdout.jsonl"]
 
 
 def plain_recipe_metrics(questions: list[dict]) -> dict:
