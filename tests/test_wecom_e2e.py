@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from dataclasses import replace as dc_replace
 from datetime import timedelta
 from pathlib import Path
 
