@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 
+from storage.privacy import scrub_text as mask_sensitive
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-_ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
-
-
-def mask_sensitive(text: str) -> str:
-    """Mask mainland ID numbers (18 digits) and mobile phone numbers in free text."""
-    text = _ID_NUMBER.sub(r"\1********\2", text)
-    return _PHONE.sub(r"\1****\2", text)
 
 
 class _Formatter(logging.Formatter):
@@ -39,14 +32,14 @@ class _Formatter(logging.Formatter):
                 **{k: mask_sensitive(str(v)) for k, v in fields.items()},
             }
             if record.exc_info:
-                payload["exc"] = self.formatException(record.exc_info)
+                payload["exc"] = mask_sensitive(self.formatException(record.exc_info))
             return json.dumps(payload, ensure_ascii=False)
         extras = " ".join(f"{k}={mask_sensitive(str(v))}" for k, v in fields.items())
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: {message}"
         if extras:
             line += f" | {extras}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + mask_sensitive(self.formatException(record.exc_info))
         return line
 
 
