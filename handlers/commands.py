@@ -22,6 +22,16 @@ from storage.models import ROLE_LABELS_ZH, ROLES, Staff
 
 
 @dataclass
+class DocumentUpload:
+    """Ingest files an admin sent, after the transaction (indexing takes a moment)."""
+
+    attachments: tuple
+    uploaded_by: str
+    consortium: str | None
+    english: bool = False
+
+
+@dataclass
 class PolicyLookup:
     """Answer ``question`` from the policies (preferring ``consortium``'s documents)."""
 
@@ -63,10 +73,12 @@ def help_menu(identity: Identity, *, english: bool = False, welcome: bool = Fals
                     Choice(t("提醒与配额", "Reminders & quotas"), "/status")]
     if access.can_manage_users(staff):
         lines.append(t("管理员命令：\n· 邀请 人员代码 —— 生成 Telegram 绑定码（/invite）\n· 人员列表 —— 本医联体人员（/users）\n"
-                       "· 角色 人员代码 医生 联络员 —— 修改角色（/role）\n· 解绑 人员代码 —— 解除 Telegram 绑定（/unbind）",
+                       "· 角色 人员代码 医生 联络员 —— 修改角色（/role）\n· 解绑 人员代码 —— 解除 Telegram 绑定（/unbind）\n"
+                       "· 直接发送政策文件（PDF、DOCX、TXT、MD）即可收录；同名文件自动替换旧版本",
                        "Admin commands:\n· /invite STAFF_CODE — create a Telegram binding code\n· /users — staff of your "
                        "consortium\n· /role STAFF_CODE physician liaison — change roles\n· /unbind STAFF_CODE — remove a "
-                       "Telegram binding"))
+                       "Telegram binding\n· send a policy file (PDF, DOCX, TXT, MD) to index it; a file with the same "
+                       "title replaces the old version"))
         choices += [Choice(t("邀请人员", "Invite staff"), "/invite"), Choice(t("人员列表", "Staff list"), "/users")]
     if staff is None:
         if identity.channel == "telegram":

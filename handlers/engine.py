@@ -40,7 +40,6 @@ from handlers.replies import Limit, fit_replies
 from handlers.texts import (
     ABANDONED,
     ADMIN_ONLY,
-    ATTACHMENT_NOT_SUPPORTED,
     CANCELLED,
     EMPTY_MESSAGE,
     ERROR,
@@ -49,6 +48,11 @@ from handlers.texts import (
     NOTHING_TO_CANCEL,
     STALE_BUTTON,
     UNKNOWN_COMMAND,
+    UPLOAD_ADDED,
+    UPLOAD_ADMIN_ONLY,
+    UPLOAD_FAILED,
+    UPLOAD_UNCHANGED,
+    UPLOAD_UPDATED,
     pick,
 )
 from knowledge.textnorm import is_mostly_latin
@@ -106,7 +110,12 @@ class ConversationEngine:
             items = self._handle_in_transaction(msg)
             replies: list[Reply] = []
             for item in items:
-                replies.extend(self._resolve(item) if isinstance(item, commands.PolicyLookup) else [item])
+                if isinstance(item, commands.PolicyLookup):
+                    replies.extend(self._resolve(item))
+                elif isinstance(item, commands.DocumentUpload):
+                    replies.extend(self._ingest(item))
+                else:
+                    replies.append(item)
         except Exception:
             log.exception("engine failed", extra={"channel": msg.channel, "external_id": msg.external_id})
             replies = [Reply(pick(ERROR, english))]
@@ -174,9 +183,9 @@ class ConversationEngine:
         intent = route(text)
         english = intent.english
 
+        if msg.attachments:
+            return self._upload(session, identity, msg, english)
         if not text:
-            if msg.attachments:
-                return [Reply(pick(ATTACHMENT_NOT_SUPPORTED, english))]
             return [Reply(pick(EMPTY_MESSAGE, english))]
 
         lead: list[Item] = []
@@ -296,6 +305,38 @@ class ConversationEngine:
 
     def _consortium_for(self, identity: Identity) -> str | None:
         return identity.consortium_code or self._ctx.settings.default_consortium
+
+    def _upload(self, session: Session, identity: Identity, msg: Incoming, english: bool) -> list[Item]:
+        """A file in chat: admins' policy documents go to the knowledge base; others are told why not."""
+        if identity.staff is None:
+            return [Reply(access_guidance(msg.channel, english=english))]
+        if not access.can_manage_documents(identity.staff):
+            repo.record(session, identity.actor, "access.denied", target="document.upload",
+                        details={"channel": msg.channel, "files": [a.file_name for a in msg.attachments]})
+            return [Reply(pick(UPLOAD_ADMIN_ONLY, english))]
+        return [commands.DocumentUpload(msg.attachments, identity.actor, identity.consortium_code, english)]
+
+    def _ingest(self, upload: commands.DocumentUpload) -> list[Reply]:
+        from knowledge.extract_types import IngestError
+
+        def may_replace(existing: str | None) -> bool:
+            return existing is None or existing == upload.consortium
+
+        lines = []
+        for attachment in upload.attachments:
+            try:
+                result = self.kb.ingest_bytes(
+                    attachment.file_name, attachment.data, uploaded_by=upload.uploaded_by,
+                    consortium=upload.consortium, may_replace=may_replace,
+                )
+            except IngestError as exc:
+                lines.append(pick(UPLOAD_FAILED, upload.english, file=exc.file_name,
+                                  reason=exc.reason if upload.english else exc.reason_zh))
+                continue
+            template = {"added": UPLOAD_ADDED, "updated": UPLOAD_UPDATED}.get(result.status, UPLOAD_UNCHANGED)
+            lines.append(pick(template, upload.english, title=result.title, version=result.version,
+                              chunks=result.chunk_count))
+        return [Reply("\n".join(lines))]
 
     def _resolve(self, lookup: commands.PolicyLookup) -> list[Reply]:
         consortium = lookup.consortium or self._ctx.settings.default_consortium

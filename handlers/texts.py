@@ -31,8 +31,18 @@ UNKNOWN_COMMAND = ("没有“/{command}”这个命令。发送 /help 查看可�
                    "There is no command \"/{command}\". Send /help to see the available commands.")
 EMPTY_MESSAGE = ("请输入文字消息，例如一个政策问题；发送“帮助”查看全部功能。",
                  "Please send a text message, for example a policy question; send \"help\" to see what I can do.")
-ATTACHMENT_NOT_SUPPORTED = ("暂不支持处理文件或图片，请直接输入文字。",
-                            "Files and pictures are not supported yet; please type your message.")
+UPLOAD_ADMIN_ONLY = (
+    "只有管理员可以上传政策文件。如需更新政策文件，请联系本医联体管理员；如有问题，请直接输入文字提问。",
+    "Only admins can upload policy documents. Please ask your consortium's admin, or type your question.",
+)
+UPLOAD_ADDED = ("✓ 已收录《{title}》（第 {version} 版，{chunks} 条条款），现在即可提问。",
+                "✓ Added “{title}” (version {version}, {chunks} clauses); you can ask about it now.")
+UPLOAD_UPDATED = ("✓ 已更新《{title}》为第 {version} 版（{chunks} 条条款），旧版本已不再使用。",
+                  "✓ Updated “{title}” to version {version} ({chunks} clauses); the old version is no longer used.")
+UPLOAD_UNCHANGED = ("《{title}》内容与已收录版本（第 {version} 版）相同，无需更新。",
+                    "“{title}” is the same as the indexed version {version}; nothing to update.")
+UPLOAD_FAILED = ("✗ {file}：{reason}。知识库未作改动。",
+                 "✗ {file}: {reason}. The knowledge base was not changed.")
 
 
 def pick(pair: tuple[str, str], english: bool, **fmt: object) -> str:

@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -198,8 +199,13 @@ class KnowledgeBase:
         uploaded_by: str | None = None,
         consortium: str | None = None,
         title: str | None = None,
+        may_replace: Callable[[str | None], bool] | None = None,
     ) -> IngestResult:
-        """Add or replace one document. Raises IngestError (index untouched) on bad input."""
+        """Add or replace one document. Raises IngestError (index untouched) on bad input.
+
+        ``may_replace(existing_consortium)`` is asked before an existing document of the same
+        title is replaced (an admin may only replace their own consortium's documents).
+        """
         from knowledge.readers import extract
 
         extracted = extract(file_name, data, max_bytes=self._max_upload_bytes)
@@ -207,6 +213,12 @@ class KnowledgeBase:
         sha = hashlib.sha256(data).hexdigest()
         with self._write_lock, self._sessions() as session:
             doc = session.scalar(select(Document).where(Document.title == title))
+            if doc is not None and may_replace is not None and not may_replace(doc.consortium):
+                raise IngestError(
+                    file_name,
+                    f"a document titled {title!r} belongs to another consortium",
+                    f"已有同名文件《{title}》属于其他医联体，您无权替换",
+                )
             if doc is not None and doc.sha256 == sha and (consortium is None or consortium == doc.consortium):
                 return IngestResult(title, "unchanged", doc.version, doc.chunk_count)
             drafts = chunk_document(extracted, consortium)

@@ -121,3 +121,35 @@ def test_routing_of_commands_keywords_and_questions():
     assert route("进修").kind == IntentKind.STATUS and route("配额").kind == IntentKind.STATUS
     assert route("/ask What is a consortium?").english
     assert not route("/bind ABCD2345").english
+
+
+# --- policy documents sent in chat -------------------------------------------------------------
+
+
+def test_only_admins_may_upload_policy_documents_and_uploads_are_indexed(chat, engine_ctx, fresh_context):
+    from handlers.engine import ConversationEngine
+    from handlers.messages import Attachment, Incoming
+
+    policy = "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode()
+    doctor = chat("web", "dr_wang_sy")
+    replies = doctor.engine.handle(
+        Incoming("web", "dr_wang_sy", attachments=(Attachment("联络员会议制度.txt", policy),))
+    )
+    assert "只有管理员可以上传政策文件" in replies[0].text
+
+    # an admin's file goes into the knowledge base at once (a knowledge base of its own here)
+    engine = ConversationEngine(engine_ctx, kb=fresh_context.kb)
+    upload = Incoming("web", "admin_sy", attachments=(Attachment("联络员会议制度.txt", policy),))
+    assert "✓ 已收录《联络员会议制度》（第 1 版" in engine.handle(upload)[0].text
+    assert "每月召开一次" in engine.handle(Incoming("web", "admin_sy", text="联络员例会多久开一次？"))[0].text
+    assert "内容与已收录版本（第 1 版）相同" in engine.handle(upload)[0].text
+    newer = policy.replace("每月".encode(), "每季度".encode())
+    assert "更新《联络员会议制度》为第 2 版" in engine.handle(
+        Incoming("web", "admin_sy", attachments=(Attachment("联络员会议制度.txt", newer),))
+    )[0].text
+    broken = engine.handle(Incoming("web", "admin_sy", attachments=(Attachment("扫描件.pdf", b"not a pdf"),)))
+    assert "✗ 扫描件.pdf" in broken[0].text and "知识库未作改动" in broken[0].text
+    # another consortium's admin may not replace it
+    other = engine.handle(Incoming("web", "admin_dy", attachments=(Attachment("联络员会议制度.txt", policy),)))
+    assert "属于其他医联体，您无权替换" in other[0].text
+    assert [d.version for d in fresh_context.kb.documents()] == [2]

@@ -391,7 +391,7 @@ async def test_documents_are_downloaded_within_the_size_limit(fake, make_ctx, en
     texts = [s.text for s in sent]
     assert len(engine.seen) == 1 and engine.seen[0].attachments[0].data == pdf
     assert engine.seen[0].attachments[0].file_name == "制度.pdf"
-    assert "暂不支持处理文件" in texts[0]  # the engine's own answer for a file without text
+    assert "/bind 绑定码" in texts[0]  # an unbound user may not upload: the engine says how to get access
     assert "文件过大" in texts[1] and "文件过大" in texts[2]
     assert "setup.exe" in texts[3] and "目前支持" in texts[4]
     got = [c["file_id"] for c in fake.calls_of("getFile")]

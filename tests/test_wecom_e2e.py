@@ -308,7 +308,8 @@ async def test_file_message_is_downloaded_and_handed_to_the_engine(fake, make_ct
     fake.media["MEDIA-POLICY"] = ("双向转诊管理办法.txt", policy, "text/plain")
     fake.media["MEDIA-BIG"] = ("大文件.pdf", b"%PDF-1.4\n" + b"0" * (70 * 1024), "application/pdf")
     fake.media["MEDIA-EXE"] = ("setup.exe", b"MZ....", "application/octet-stream")
-    engine = Recording(engine_for(ctx))
+    # this process's own (empty) knowledge base: the admin's file is really ingested into it
+    engine = Recording(ConversationEngine(ctx))
     async with serve_app(ctx, engine, fast_options()) as (url, channel), aiohttp.ClientSession() as http:
         wecom = WeComSender(url)
         admin = "duanzhiqiang"
@@ -319,6 +320,8 @@ async def test_file_message_is_downloaded_and_handed_to_the_engine(fake, make_ct
         assert incoming.user_key == admin and incoming.channel == "wecom"
         [attachment] = incoming.attachments
         assert attachment.file_name == "双向转诊管理办法.txt" and attachment.data == policy
+        assert "已收录《双向转诊管理办法》" in fake.to(admin)[0].text
+        assert [d.title for d in ctx.kb.documents()] == ["双向转诊管理办法"]
 
         # larger than max_upload_bytes: refused without keeping the bytes, with a note
         assert (await wecom.post(http, message_xml(admin, "file", msg_id=next_msg_id(), MediaId="MEDIA-BIG")))[0] == 200
