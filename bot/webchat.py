@@ -23,13 +23,14 @@ import re
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from bot.context import AppContext
 from handlers.engine import MAX_TEXT_CHARS, ConversationEngine
 from handlers.identity import GUEST_PREFIX
-from handlers.messages import Incoming, Reply
+from handlers.messages import Attachment, Incoming, Reply
 from storage import repositories as repo
 from storage.models import Consortium, Institution, Staff
 
@@ -156,12 +157,53 @@ async def chat(request: web.Request) -> web.Response:
     return _json({"replies": [reply_json(r) for r in replies]})
 
 
+async def upload(request: web.Request) -> web.Response:
+    """The web console's document upload: a multipart form with ``as`` (a staff code) and ``file``.
+
+    The file goes to the engine like a file sent in any chat, so the same rules apply (admins
+    only, their consortium's documents only); its size is checked while it streams in.
+    """
+    ctx = request.app[WEB_CTX_KEY]
+    engine = request.app[WEB_ENGINE_KEY]
+    limit = ctx.settings.max_upload_bytes
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        return _error("请求格式不正确：请用表单上传文件（字段 as 和 file）。")
+    who, name, data = None, None, bytearray()
+    while (part := await reader.next()) is not None:
+        if part.name == "as":
+            who = (await part.text()).strip().lower()
+        elif part.name == "file":
+            # browsers send the name as UTF-8; some clients percent-encode it (RFC 5987)
+            name = unquote(part.filename or "upload")
+            while chunk := await part.read_chunk(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    return _error(f"文件过大：最大 {limit // (1024 * 1024)} MB。", status=413)
+    if not who or who == GUEST:
+        return _error("请先选择一个人员身份；上传政策文件需要管理员身份。")
+    if name is None:
+        return _error("没有收到文件，请重新选择文件。")
+
+    def known(code: str) -> bool:
+        with ctx.sessions() as session:
+            return repo.get_staff_by_code(session, code) is not None
+
+    if not await asyncio.to_thread(known, who):
+        return _error("没有找到这个身份，请刷新页面后从列表中重新选择。")
+    incoming = Incoming(channel="web", user_key=who, attachments=(Attachment(name, bytes(data)),))
+    replies = await asyncio.to_thread(engine.handle, incoming)
+    return _json({"replies": [reply_json(r) for r in replies]})
+
+
 def setup_webchat(app: web.Application, ctx: AppContext, engine: ConversationEngine) -> None:
     app[WEB_CTX_KEY] = ctx
     app[WEB_ENGINE_KEY] = engine
     app.router.add_get("/", index)
     app.router.add_get("/api/identities", identities)
     app.router.add_post("/api/chat", chat)
+    app.router.add_post("/api/upload", upload)
 
 
 __all__ = ["list_identities", "reply_json", "setup_webchat"]

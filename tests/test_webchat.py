@@ -142,3 +142,42 @@ async def test_not_ready_when_the_database_is_unreachable(tmp_path, app_context)
         res = await c.get("/readyz")
         assert res.status == 503 and "database" in (await res.json())["reason"]
     ctx.close()
+
+
+async def test_web_console_upload_indexes_an_admins_policy_file(engine_ctx, fresh_context):
+    import aiohttp
+
+    engine = ConversationEngine(engine_ctx, kb=fresh_context.kb)  # a knowledge base of its own
+    app = create_app(engine_ctx, engine, web_chat=True)
+    policy = "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode()
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        form = aiohttp.FormData()
+        form.add_field("as", "admin_sy")
+        form.add_field("file", policy, filename="联络员会议制度.txt", content_type="text/plain")
+        res = await client.post("/api/upload", data=form)
+        assert res.status == 200
+        assert "已收录《联络员会议制度》" in (await res.json())["replies"][0]["text"]
+        status, data = await post(client, {"as": "admin_sy", "text": "联络员例会多久开一次？"})
+        assert "每月召开一次" in data["replies"][0]["text"]
+
+        form = aiohttp.FormData()
+        form.add_field("as", "dr_wang_sy")
+        form.add_field("file", policy, filename="联络员会议制度.txt")
+        res = await client.post("/api/upload", data=form)
+        assert "只有管理员可以上传政策文件" in (await res.json())["replies"][0]["text"]
+
+        form = aiohttp.FormData()
+        form.add_field("as", "guest")
+        form.add_field("file", policy, filename="联络员会议制度.txt")
+        res = await client.post("/api/upload", data=form)
+        assert res.status == 400 and "管理员身份" in (await res.json())["error"]
+
+        engine_ctx.settings.max_upload_bytes = 100
+        form = aiohttp.FormData()
+        form.add_field("as", "admin_sy")
+        form.add_field("file", b"x" * 1000, filename="big.txt")
+        res = await client.post("/api/upload", data=form)
+        assert res.status == 413 and "文件过大" in (await res.json())["error"]
+
+        res = await client.post("/api/upload", json={"as": "admin_sy"})
+        assert res.status == 400
