@@ -46,11 +46,11 @@ from telegram import CallbackQuery, Update
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
+from bot.inbox import ClaimedInbound, InboxStore, NewInbound
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.telegram.inbound import ALLOWED_UPDATES, Action, chat_key, classify, english
 from bot.telegram.render import render_replies
 from bot.telegram.transport import TelegramTransport, redact
-from bot.inbox import ClaimedInbound, InboxStore, NewInbound
 from handlers.messages import Attachment, Incoming, Reply
 
 log = logging.getLogger(__name__)

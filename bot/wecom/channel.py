@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 import queue
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -36,11 +36,17 @@ from typing import Any, Protocol
 import xmltodict
 from aiohttp import web
 
+from bot.inbox import ClaimedInbound, InboxStore, NewInbound
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.wecom.api import MediaTooLarge, WeComAPI, WeComError
 from bot.wecom.crypto import WeComCrypto, WeComCryptoError
-from bot.wecom.inbound import Action, MalformedMessage, classify, dedupe_key, parse_plaintext
-from bot.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.wecom.inbound import (
+    Action,
+    MalformedMessage,
+    classify,
+    dedupe_key,
+    parse_plaintext,
+)
 from bot.wecom.render import render_replies
 from bot.wecom.transport import WeComTransport
 from handlers.messages import Attachment, Incoming, Reply
