@@ -35,7 +35,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, Protocol
@@ -47,6 +47,7 @@ from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, Telegr
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.telegram.inbound import ALLOWED_UPDATES, Action, chat_key, classify, english
 from bot.telegram.render import render_replies
@@ -123,28 +124,6 @@ def webhook_secret(settings: Any) -> str:
     return hmac.new(token.encode("utf-8"), b"yilian-telegram-webhook", hashlib.sha256).hexdigest()
 
 
-class _ChatLocks:
-    """One asyncio lock per chat, dropped when nobody holds or awaits it (FIFO: arrival order)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    async def run(self, key: str, fn: Callable[[], Awaitable[None]]) -> None:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                await fn()
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 class TelegramChannel:
     def __init__(self, ctx: Any, engine: Engine, options: TelegramOptions | None = None) -> None:
         settings = ctx.settings
@@ -172,7 +151,7 @@ class TelegramChannel:
         self.outbox = OutboxStore(ctx.sessions)
         self.transport = TelegramTransport(self.application.bot)
         self.sender = OutboxSender(self.outbox, {CHANNEL: self.transport}, self.options.outbox)
-        self._locks = _ChatLocks()
+        self._locks = KeyedLocks()
         self._sem: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._acks: dict[int, asyncio.Future[int | None]] = {}

@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -37,6 +37,7 @@ import xmltodict
 from aiohttp import web
 
 from bot.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.wecom.api import MediaTooLarge, WeComAPI, WeComError
 from bot.wecom.crypto import WeComCrypto, WeComCryptoError
@@ -101,28 +102,6 @@ class WeComOptions:
         return options
 
 
-class _UserLocks:
-    """One asyncio lock per user, dropped when nobody holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    async def run(self, user: str, fn: Callable[[], Awaitable[None]]) -> None:
-        lock, users = self._locks.get(user, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[user] = (lock, users + 1)
-        try:
-            async with lock:
-                await fn()
-        finally:
-            lock, users = self._locks[user]
-            if users <= 1:
-                del self._locks[user]
-            else:
-                self._locks[user] = (lock, users - 1)
-
-
 class WeComChannel:
     def __init__(self, ctx: Any, engine: Engine, options: WeComOptions | None = None) -> None:
         settings = ctx.settings
@@ -149,7 +128,7 @@ class WeComChannel:
         self._writer: threading.Thread | None = None
         self._accepting = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._user_locks = _UserLocks()
+        self._user_locks = KeyedLocks()
         self._sem: asyncio.Semaphore | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._stopping = False
