@@ -8,7 +8,7 @@ handlers/ knows about Telegram or WeCom types.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Channel = Literal["telegram", "wecom", "web", "cli"]
 
@@ -63,4 +63,10 @@ class Outgoing:
     dedupe_key: str | None = None
 
 
-__all__ = ["Attachment", "Channel", "Choice", "FileReply", "Incoming", "Outgoing", "Reply"]
+class MessageHandler(Protocol):
+    """What a channel adapter needs of the engine (``handlers.engine.ConversationEngine``)."""
+
+    def handle(self, msg: Incoming) -> list[Reply]: ...
+
+
+__all__ = ["Attachment", "Channel", "Choice", "FileReply", "Incoming", "MessageHandler", "Outgoing", "Reply"]

@@ -15,10 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from handlers.messages import Reply
-
-
-def utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
+from knowledge.textnorm import utf8_len
 
 
 @dataclass(frozen=True)

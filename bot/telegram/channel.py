@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -52,7 +52,7 @@ from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.telegram.inbound import ALLOWED_UPDATES, Action, chat_key, classify, english
 from bot.telegram.render import render_replies
 from bot.telegram.transport import TelegramTransport, redact
-from handlers.messages import Attachment, Incoming, Reply
+from handlers.messages import Attachment, Incoming, MessageHandler, Reply
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,6 @@ FILE_TYPE = ("暂不支持“{name}”这种文件类型。请发送 PDF、DOCX�
 FILE_TOO_LARGE = ("文件过大（超过 {mb} MB），请拆分或压缩后再发送。",
                   "The file is too large (over {mb} MB). Please split or compress it and send it again.")
 FILE_DOWNLOAD_FAILED = ("文件下载失败，请稍后重新发送。", "The file could not be downloaded. Please send it again later.")
-
-
-class Engine(Protocol):
-    def handle(self, msg: Incoming) -> list[Reply]: ...
 
 
 @dataclass
@@ -125,7 +121,7 @@ def webhook_secret(settings: Any) -> str:
 
 
 class TelegramChannel:
-    def __init__(self, ctx: Any, engine: Engine, options: TelegramOptions | None = None) -> None:
+    def __init__(self, ctx: Any, engine: MessageHandler, options: TelegramOptions | None = None) -> None:
         settings = ctx.settings
         if settings.telegram_token is None:
             raise ValueError("Telegram is not configured (YILIAN_TELEGRAM_TOKEN)")

@@ -31,7 +31,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 import xmltodict
 from aiohttp import web
@@ -50,7 +50,7 @@ from bot.wecom.inbound import (
 )
 from bot.wecom.render import render_replies
 from bot.wecom.transport import WeComTransport
-from handlers.messages import Attachment, Incoming, Reply
+from handlers.messages import Attachment, Incoming, MessageHandler, Reply
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ ENGINE_ERROR_ZH = "抱歉，处理您的消息时出现了问题，请稍后再�
 FILE_TYPE_ZH = "暂不支持“{name}”这种文件类型。请发送 PDF、DOCX、TXT 或 MD 格式的政策文件。"
 FILE_TOO_LARGE_ZH = "文件过大（超过 {mb} MB），请拆分或压缩后再发送。"
 FILE_DOWNLOAD_FAILED_ZH = "文件下载失败，请稍后重新发送。"
-
-
-class Engine(Protocol):
-    def handle(self, msg: Incoming) -> list[Reply]: ...
 
 
 @dataclass
@@ -103,7 +99,7 @@ class WeComOptions:
 
 
 class WeComChannel:
-    def __init__(self, ctx: Any, engine: Engine, options: WeComOptions | None = None) -> None:
+    def __init__(self, ctx: Any, engine: MessageHandler, options: WeComOptions | None = None) -> None:
         settings = ctx.settings
         if not settings.wecom_enabled or settings.wecom_agent_id is None:
             raise ValueError("WeCom is not configured (YILIAN_WECOM_CORP_ID, _AGENT_ID, _SECRET, _TOKEN, _AES_KEY)")
