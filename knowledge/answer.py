@@ -85,10 +85,12 @@ def is_covered(hits: list) -> bool:
     return strength >= MIN_COVERAGE and hits[0].unknown_share < MAX_UNKNOWN_SHARE
 
 
-def compose(
-    question: str, hits: list, *, language: str, relevance: Callable[[str], float] | None = None
-) -> Answer:
-    """Quote the best clauses for ``question``, or refuse when the evidence is weak."""
+def compose(question: str, hits: list, *, language: str, relevance: Callable[[str], float]) -> Answer:
+    """Quote the best clauses for ``question``, or refuse when the evidence is weak.
+
+    ``relevance(text)`` scores a sentence against the question (``Query.relevance``); it picks
+    what to quote from a clause too long to quote whole.
+    """
     if not is_covered(hits):
         return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
     chosen = _choose(hits)
@@ -106,7 +108,7 @@ def compose(
         text_budget = min(cap, int(share) - utf8_len(citation) - 24)
         if text_budget < 60:
             break
-        quotes.append(Quote(citation, _excerpt(hit.chunk.body, relevance or _bigram_relevance(question), text_budget), hit.chunk.id))
+        quotes.append(Quote(citation, _excerpt(hit.chunk.body, relevance, text_budget), hit.chunk.id))
     parts = [header] if header else []
     parts += [_format_quote(q, language, len(quotes) > 1, k) for k, q in enumerate(quotes)]
     text = "\n\n".join(parts)
@@ -210,13 +212,3 @@ def _window(sentence: str, relevance: Callable[[str], float], max_bytes: int) ->
     prefix = "" if sentence.startswith(best_text) else "…"
     suffix = "" if sentence.endswith(best_text) else "…"
     return prefix + best_text + suffix
-
-
-def _bigram_relevance(question: str) -> Callable[[str], float]:
-    """Fallback relevance when no retrieval query is at hand: shared character bigrams."""
-    q = set(_bigrams(fold(question)))
-    return lambda text: len(q & set(_bigrams(fold(text)))) / (len(q) or 1)
-
-
-def _bigrams(text: str) -> list[str]:
-    return [text[i : i + 2] for i in range(len(text) - 1)]

@@ -378,11 +378,11 @@ class KnowledgeBase:
         started = time.perf_counter()
         question = question.strip()
         language = "en" if is_mostly_latin(question) else "zh"
-        if not self.snapshot().chunks:
+        query, hits = self._retrieve(question, consortium=consortium, k=10)
+        if query is None:  # no documents at all
             text = EMPTY_KB_EN if language == "en" else EMPTY_KB_ZH
             return Answer(question, text, True, language, ms=(time.perf_counter() - started) * 1000)
-        query, hits = self._retrieve(question, consortium=consortium, k=10)
-        answer = compose(question, hits, language=language, relevance=query.relevance if query else None)
+        answer = compose(question, hits, language=language, relevance=query.relevance)
         if self._synthesizer is not None and not answer.refused:
             answer = self._synthesizer.improve(answer)
         answer.ms = (time.perf_counter() - started) * 1000
