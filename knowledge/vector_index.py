@@ -48,9 +48,6 @@ class ChromaIndex:
         for start in range(0, len(ids), 1000):
             self._collection.delete(ids=ids[start : start + 1000])
 
-    def delete_where(self, where: dict) -> None:
-        self._collection.delete(where=where)
-
     def ids(self) -> set[str]:
         return set(self._collection.get(include=[])["ids"])
 
