@@ -157,17 +157,25 @@ def db_upgrade() -> None:
 
 
 @app.command()
-def bootstrap() -> None:
-    """Index the sample policies (skipping unchanged ones) and import the sample staff directory
-    (idempotent) so a fresh install can answer at once."""
-    from bot.cli_ops import import_sample_directory
-    from knowledge.samples import sample_policies
+def bootstrap(
+    samples: bool = typer.Option(False, "--samples", help="Also seed the sample policies and staff directory "
+                                 "(demo and evaluation only; never over what exists)."),
+) -> None:
+    """Prepare the database (migrations). With --samples, seed the five sample policies and the
+    sample directory — once: nothing that exists is changed, and a second run adds nothing."""
+    from bot.cli_ops import seed_samples
 
-    ctx = _context()
-    for path, consortium in sample_policies():
-        res = ctx.kb.ingest_path(path, uploaded_by="bootstrap", consortium=consortium)
-        typer.echo(f"{res.status:9} {res.title}")
-    typer.echo(import_sample_directory(ctx))
+    ctx = _context()  # runs the migrations
+    if not samples:
+        typer.echo("database is up to date; no sample data loaded (use --samples for the demo data)")
+        return
+    if ctx.settings.channels_configured:
+        typer.echo("✗ refusing to seed sample staff while chat channels are configured "
+                   f"({', '.join(ctx.settings.channels_configured)}): their made-up WeCom userids could match "
+                   "real employees. Import your own directory with `yilian directory import`.", err=True)
+        raise typer.Exit(2)
+    for line in seed_samples(ctx):
+        typer.echo(line)
 
 
 from bot.cli_ops import register as _register_ops  # noqa: E402 - after the app and _context exist

@@ -3,6 +3,8 @@
     yilian directory import FILE [--dry-run]   validate and import the staff directory (YAML/CSV)
     yilian users invite STAFF [--by WHO]       print a one-time Telegram binding code and its expiry
     yilian users list [--consortium CODE]      the directory's staff (no phone numbers)
+    yilian users set-password ADMIN            the first admin's web password (argon2)
+    yilian users logout STAFF                  end every web session of STAFF
     yilian chat [--as STAFF]                   chat with the engine in the terminal
     yilian serve                               HTTP server (web chat, /healthz, /readyz) + channels
 """
@@ -32,12 +34,43 @@ def _context():
 
 
 def import_sample_directory(ctx) -> str:
-    """Import the shipped sample directory (idempotent); returns the report summary."""
+    """Add the shipped sample directory's missing consortia, institutions and staff; what exists
+    is left as it is. Returns the report summary."""
     from storage.directory_import import import_directory
 
     with ctx.sessions.begin() as session:
-        report = import_directory(session, SAMPLE_DIRECTORY, actor="bootstrap")
+        report = import_directory(session, SAMPLE_DIRECTORY, actor="bootstrap", create_only=True)
     return report.summary_zh()
+
+
+def seed_samples(ctx) -> list[str]:
+    """Seed the sample policies and directory, once per database.
+
+    A second run does nothing (an audit entry ``samples.seed`` marks the first), so an admin who
+    removed a sample policy or changed a sample person does not see it come back; and even the
+    first run keeps any policy whose title exists, so an admin's newer version is never put back
+    to the sample text.
+    """
+    from knowledge.readers import extract
+    from knowledge.samples import sample_policies
+    from storage import repositories as repo
+
+    with ctx.sessions() as session:
+        if repo.audit_entries(session, action="samples.seed", limit=1):
+            return ["sample data was seeded before; nothing changed (admins' edits are kept)"]
+    lines = []
+    existing = {d.title for d in ctx.kb.documents()}
+    for path, consortium in sample_policies():
+        title = extract(path.name, path.read_bytes()).title.strip()
+        if title in existing:
+            lines.append(f"kept      {title}")
+            continue
+        res = ctx.kb.ingest_path(path, uploaded_by="bootstrap", consortium=consortium)
+        lines.append(f"{res.status:9} {res.title}")
+    lines.append(import_sample_directory(ctx))
+    with ctx.sessions.begin() as session:
+        repo.record(session, "bootstrap", "samples.seed", details={"policies": len(lines) - 1}, channel="cli")
+    return lines
 
 
 @directory_app.command("import")
@@ -97,6 +130,55 @@ def users_invite(
     typer.echo(f"人员 / staff:  {name}（{inst}，{staff}）")
     typer.echo(f"有效期至 / expires: {format_expiry(expires)}  [{expires.isoformat(timespec='seconds')}]")
     typer.echo(f"用法 / usage: 在 Telegram 中向助手发送 /bind {code}（只能使用一次）")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    staff: str = typer.Argument(..., help="Staff code of an admin, e.g. admin_sy."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    by: str = typer.Option("cli", help="Who sets it (recorded in the audit log)."),
+) -> None:
+    """Give an admin a web password (argon2) — for the first admin, before any chat channel works.
+    Everyone else signs in with a one-time link from chat (/login)."""
+    from storage import repositories as repo
+    from storage import signin
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("新密码 / new password", hide_input=True, confirmation_prompt=True)
+    ctx = _context()
+    with ctx.sessions.begin() as session:
+        person = repo.get_staff_by_code(session, staff)
+        if person is None:
+            typer.echo(f"人员名录中没有代码为 {staff!r} 的在职人员（用 `yilian users list` 查看）。", err=True)
+            raise typer.Exit(1)
+        try:
+            signin.set_password(session, person, password, actor=by)
+        except signin.PasswordRefused as exc:
+            typer.echo(f"✗ {exc}", err=True)
+            raise typer.Exit(1) from None
+        name = person.name
+    typer.echo(f"已为 {name}（{staff}）设置网页密码 / password set. 登录 / sign in: {ctx.settings.web_base_url}/login")
+
+
+@users_app.command("logout")
+def users_logout(
+    staff: str = typer.Argument(..., help="Staff code whose web sessions end now."),
+    by: str = typer.Option("cli", help="Who revokes (recorded in the audit log)."),
+) -> None:
+    """End every web session of STAFF at once (lost laptop, staff left)."""
+    from storage import repositories as repo
+    from storage import signin
+
+    ctx = _context()
+    with ctx.sessions.begin() as session:
+        person = repo.get_staff_by_code(session, staff, active_only=False)
+        if person is None:
+            typer.echo(f"人员名录中没有代码为 {staff!r} 的人员。", err=True)
+            raise typer.Exit(1)
+        count = signin.revoke_staff_sessions(session, person, actor=by)
+    typer.echo(f"已结束 {staff} 的 {count} 个网页会话 / {count} session(s) ended")
 
 
 @users_app.command("list")
@@ -211,19 +293,30 @@ def serve() -> None:
     Channels register in ``bot.channels`` (``CHANNEL_MODULES``). Stops gracefully on Ctrl-C/SIGTERM.
     """
     from bot.channels import enabled_channels
+    from bot.server import ServeError, demo_mode_problem
     from bot.server import serve as run
     from handlers.engine import ConversationEngine
 
     ctx = _context()
+    settings = ctx.settings
+    channels = enabled_channels(settings)
+    problem = demo_mode_problem(settings, [p.name for p in channels])
+    if problem:  # before anything loads: say why in one line
+        ctx.close()
+        typer.echo(f"✗ {problem}", err=True)
+        raise typer.Exit(2)
     engine = ConversationEngine(ctx)
-    channels = enabled_channels(ctx.settings)
 
     def started(url: str) -> None:
-        names = ", ".join(["web" if ctx.settings.web_chat else "", *[p.name for p in channels]]).strip(", ")
-        typer.echo(f"医联助手已启动：{url}  （channels: {names or 'none'}；Ctrl-C 停止）", err=True)
+        names = ", ".join(["web" if settings.web_chat else "", *[p.name for p in channels]]).strip(", ")
+        mode = "演示模式 demo；" if settings.demo else ""
+        typer.echo(f"医联助手已启动：{url}  （{mode}channels: {names or 'none'}；Ctrl-C 停止）", err=True)
 
     try:
         asyncio.run(run(ctx, engine, channels=channels, started=started))
+    except ServeError as exc:
+        typer.echo(f"✗ {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         ctx.close()
     typer.echo("已停止 / stopped", err=True)

@@ -39,7 +39,18 @@ class Settings(BaseSettings):
     # --- HTTP ------------------------------------------------------------------------------
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    web_chat: bool = Field(default=True, description="Serve the local web chat and console.")
+    web_chat: bool = Field(default=True, description="Serve the web chat (signed-in staff; demo: identity picker).")
+    demo: bool = Field(
+        default=False,
+        description="Demo mode (`make run`): the web chat offers an identity picker. Loopback only, no channels.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Public base URL behind a proxy, e.g. https://yilian.example.org; its host is accepted "
+                    "and sign-in links point there.",
+    )
+    login_link_ttl_minutes: int = Field(default=10, ge=1, le=60)
+    session_ttl_hours: int = Field(default=12, ge=1, le=24 * 14)
 
     # --- Telegram --------------------------------------------------------------------------
     telegram_token: SecretStr | None = None
@@ -55,6 +66,10 @@ class Settings(BaseSettings):
     wecom_token: SecretStr | None = None
     wecom_aes_key: SecretStr | None = None
     wecom_api_base: str = "https://qyapi.weixin.qq.com/cgi-bin/"
+    wecom_oauth_base: str = Field(
+        default="https://open.weixin.qq.com/",
+        description="Where WeCom's web authorisation (connect/oauth2/authorize) lives.",
+    )
     wecom_choice_style: Literal["card", "markdown"] = Field(
         default="card", description="How choices are shown: template cards with buttons, or a numbered markdown list."
     )
@@ -87,6 +102,26 @@ class Settings(BaseSettings):
     @property
     def telegram_enabled(self) -> bool:
         return self.telegram_token is not None
+
+    @property
+    def web_base_url(self) -> str:
+        """Where a browser reaches the web pages: ``public_url``, else this server on loopback."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.http_host if self.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def channels_configured(self) -> list[str]:
+        """Names of the chat channels with credentials set (any, even half-configured)."""
+        names = []
+        if self.telegram_token is not None:
+            names.append("telegram")
+        if any(v is not None for v in (self.wecom_corp_id, self.wecom_secret, self.wecom_token, self.wecom_aes_key)):
+            names.append("wecom")
+        return names
 
     @property
     def wecom_enabled(self) -> bool:

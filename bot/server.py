@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from bot.channels import ChannelPlugin, StopFn, enabled_channels
+from bot.config import Settings
 from bot.context import AppContext
 from handlers.engine import ConversationEngine
 
@@ -38,6 +41,35 @@ ENGINE_KEY: web.AppKey[ConversationEngine] = web.AppKey("yilian_engine", Convers
 CHANNELS_KEY: web.AppKey[list[str]] = web.AppKey("yilian_channels", list)
 
 SetupFn = Callable[[web.Application], None]
+
+
+class ServeError(RuntimeError):
+    """The server cannot start; the message says why in one line (the CLI prints it, no traceback)."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def demo_mode_problem(settings: Settings, channels: Iterable[str] = ()) -> str | None:
+    """Why demo mode may not run with these settings, or None. Demo mode lets any visitor pick
+    any identity, admins included: only a person at this very machine may reach it, and no real
+    chat channel may be wired to it."""
+    if not settings.demo:
+        return None
+    if not _is_loopback(settings.http_host):
+        return (f"demo mode (YILIAN_DEMO=true) serves only on a loopback address, not {settings.http_host}: "
+                "anyone reaching it could act as any staff member. Unset YILIAN_DEMO for a real deployment.")
+    configured = sorted(set(settings.channels_configured) | set(channels))
+    if configured:
+        return (f"demo mode (YILIAN_DEMO=true) cannot run with chat channels configured ({', '.join(configured)}): "
+                "its identity picker would let a visitor act as real staff. Unset YILIAN_DEMO.")
+    return None
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -82,15 +114,19 @@ def create_app(
     ``warm_up`` loads the knowledge base in a background thread at start-up (``/readyz`` says 503
     until it is done).
     """
+    from bot.webauth import setup_security, setup_webauth
+
     app = web.Application(client_max_size=1024 * 1024)
     app[CTX_KEY] = ctx
     app[ENGINE_KEY] = engine
     app[CHANNELS_KEY] = []
+    setup_security(app, ctx)  # Host and Origin checks on every route
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if ctx.settings.web_chat if web_chat is None else web_chat:
         from bot.webchat import setup_webchat
 
+        setup_webauth(app, ctx)
         add_channel_routes(app, lambda a: setup_webchat(a, ctx, engine), name="web")
     for plugin in channels:
         if plugin.setup_routes is not None:
@@ -142,11 +178,24 @@ async def serve(
     settings = ctx.settings
     stop = stop or asyncio.Event()
     plugins = enabled_channels(settings) if channels is None else channels
+    problem = demo_mode_problem(settings, [p.name for p in plugins])
+    if problem:
+        raise ServeError(problem)
     app = create_app(ctx, engine, channels=plugins, warm_up=True)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            reason = {errno.EADDRINUSE: "is already in use (is another yilian serve running?)",
+                      errno.EACCES: "needs privileges this user does not have",
+                      errno.EADDRNOTAVAIL: "is not an address of this machine"}[exc.errno]
+            raise ServeError(f"cannot listen on {settings.http_host}:{settings.http_port}: the address {reason}. "
+                             "Set YILIAN_HTTP_PORT (or YILIAN_HTTP_HOST) to another value.") from None
+        raise
     host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = f"http://{host}:{settings.http_port}/"
     log.info("server listening", extra={"url": url, "channels": ",".join(app[CHANNELS_KEY]) or "-"})
@@ -184,4 +233,5 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
-__all__ = ["CHANNELS_KEY", "CTX_KEY", "ENGINE_KEY", "add_channel_routes", "create_app", "healthz", "readyz", "serve"]
+__all__ = ["CHANNELS_KEY", "CTX_KEY", "ENGINE_KEY", "ServeError", "add_channel_routes", "create_app",
+           "demo_mode_problem", "healthz", "readyz", "serve"]

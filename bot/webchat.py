@@ -1,17 +1,18 @@
-"""Local web chat: try the assistant in a browser with no credentials (``make run``).
+"""The web chat: the same assistant as in WeCom or Telegram, for a signed-in browser.
 
-Routes (added by ``setup_webchat``):
+Routes (added by ``setup_webchat``; sign-in itself is ``bot.webauth``):
 
-* ``GET /`` — the chat page (``bot/static/index.html``, no external assets);
-* ``GET /api/identities`` — sample identities to chat as: code, name, role labels, institution,
-  consortium (never phone numbers or account ids), plus the unbound guest;
-* ``POST /api/chat`` — ``{"as": CODE | "guest", "text": "...", "session": "..."}`` or with
-  ``"choice": VALUE`` (a pressed button) instead of ``text``; answers
-  ``{"replies": [{"text", "choices": [{"label", "value"}], "file"?}]}``.
+* ``GET /`` — the chat page (``bot/static/index.html``, no external assets); without a session it
+  sends the browser to ``/login`` (in demo mode it offers the identity picker instead);
+* ``GET /api/session`` — who is signed in, the CSRF token for this session, whether demo mode is on;
+* ``GET /api/identities`` — demo mode only: the sample identities to pick from (no contact data);
+* ``POST /api/chat`` — ``{"text": "..."}`` or ``{"choice": VALUE}`` (a pressed button); answers
+  ``{"replies": [{"text", "choices": [{"label", "value"}], "file"?}]}``;
+* ``POST /api/upload`` — an admin's policy file (multipart field ``file``).
 
-Web users are identified by staff code (channel ``web``); guests by ``guest-<session>`` so that two
-browsers do not share a half-finished dialog. Bad JSON, an unknown identity or an empty message
-get a 400 with a polite Chinese ``error``. The engine runs in a worker thread.
+Who speaks is the session's staff member (or, in demo mode, its guest), never a field of the
+request: both POSTs need the session cookie and its ``X-CSRF-Token``. Bad JSON or an empty
+message get a 400 with a polite Chinese ``error``. The engine runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,15 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from bot.context import AppContext
+from bot.webauth import WebUser, client_address, request_session, require_session
 from handlers.engine import MAX_TEXT_CHARS, ConversationEngine
-from handlers.identity import GUEST_PREFIX
 from handlers.messages import Attachment, Incoming, Reply
-from storage import repositories as repo
 from storage.models import Consortium, Institution, Staff
 
 STATIC_DIR = Path(__file__).parent / "static"
 GUEST = "guest"
-_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
+DEMO_BANNER = ('<div class="demo" role="note">演示模式 · 可任选示例身份体验，数据均为示例，'
+               '请勿录入真实患者信息</div>')
 
 WEB_ENGINE_KEY: web.AppKey[ConversationEngine] = web.AppKey("webchat_engine", ConversationEngine)
 WEB_CTX_KEY: web.AppKey[AppContext] = web.AppKey("webchat_ctx", AppContext)
@@ -95,37 +95,64 @@ def reply_json(reply: Reply) -> dict[str, Any]:
     return out
 
 
-async def index(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html", headers={
+async def index(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[WEB_CTX_KEY]
+    if not ctx.settings.demo and await request_session(request) is None:
+        raise web.HTTPSeeOther("/login")
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    if ctx.settings.demo:
+        page = page.replace("<!--DEMO_BANNER-->", DEMO_BANNER, 1)
+    return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
         "Cache-Control": "no-cache",
         "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
                                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
-                                   "base-uri 'none'; frame-ancestors 'none'",
-        "X-Content-Type-Options": "nosniff",
+                                   "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     })
+
+
+def _user_json(user: WebUser) -> dict[str, Any]:
+    if user.staff_code is None:
+        return {"code": GUEST, "name": "未绑定访客", "roles": "只能咨询政策", "institution": "", "consortium": "",
+                "is_admin": False}
+    return {"code": user.staff_code, "name": user.staff_name, "roles": user.roles_zh,
+            "institution": user.institution, "consortium": user.consortium, "is_admin": user.is_admin}
+
+
+async def session_info(request: web.Request) -> web.Response:
+    ctx = request.app[WEB_CTX_KEY]
+    user = await request_session(request)
+    out: dict[str, Any] = {"signed_in": user is not None, "demo": ctx.settings.demo}
+    if user is not None:
+        out["user"] = _user_json(user)
+        out["csrf"] = user.csrf_token
+    return _json(out)
 
 
 async def identities(request: web.Request) -> web.Response:
     ctx = request.app[WEB_CTX_KEY]
+    if not ctx.settings.demo:
+        raise web.HTTPNotFound()
     people = await asyncio.to_thread(list_identities, ctx)
     return _json({"identities": people})
 
 
+def _incoming(user: WebUser, request: web.Request, **fields: Any) -> Incoming:
+    return Incoming(channel="web", user_key=user.user_key, client_address=client_address(request), **fields)
+
+
 async def chat(request: web.Request) -> web.Response:
-    ctx = request.app[WEB_CTX_KEY]
     engine = request.app[WEB_ENGINE_KEY]
+    user = await require_session(request)
+    if isinstance(user, web.Response):
+        return user
     try:
         body = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        return _error("请求格式不正确：需要 JSON 格式的消息，例如 {\"as\": \"guest\", \"text\": \"你好\"}。")
+        return _error("请求格式不正确：需要 JSON 格式的消息，例如 {\"text\": \"你好\"}。")
     if not isinstance(body, dict):
         return _error("请求格式不正确：消息应是一个 JSON 对象。")
-    who = body.get("as")
     text = body.get("text")
     choice = body.get("choice")
-    session_id = body.get("session")
-    if not isinstance(who, str) or not who.strip():
-        return _error("请先选择一个聊天身份。")
     if text is not None and not isinstance(text, str):
         return _error("消息内容应为文字。")
     if choice is not None and not isinstance(choice, str):
@@ -137,62 +164,43 @@ async def chat(request: web.Request) -> web.Response:
         return _error(f"消息太长了（最多 {MAX_TEXT_CHARS} 个字），请精简后再发送。")
     if choice is not None and len(choice.encode("utf-8")) > 64:
         return _error("按钮选项格式不正确。")
-
-    who = who.strip().lower()
-    if who == GUEST:
-        if session_id is not None and (not isinstance(session_id, str) or not _SESSION_RE.match(session_id)):
-            return _error("会话编号格式不正确，请刷新页面后重试。")
-        user_key = f"{GUEST_PREFIX}-{session_id or 'web'}"
-    else:
-        def known(code: str) -> bool:
-            with ctx.sessions() as session:
-                return repo.get_staff_by_code(session, code) is not None
-
-        if not await asyncio.to_thread(known, who):
-            return _error("没有找到这个身份，请刷新页面后从列表中重新选择。")
-        user_key = who
-
-    incoming = Incoming(channel="web", user_key=user_key, text=text, choice=choice or None)
+    incoming = _incoming(user, request, text=text, choice=choice or None)
     replies = await asyncio.to_thread(engine.handle, incoming)
     return _json({"replies": [reply_json(r) for r in replies]})
 
 
 async def upload(request: web.Request) -> web.Response:
-    """The web console's document upload: a multipart form with ``as`` (a staff code) and ``file``.
-
-    The file goes to the engine like a file sent in any chat, so the same rules apply (admins
-    only, their consortium's documents only); its size is checked while it streams in.
-    """
+    """An admin's policy file: the same engine rules as a file sent in any chat (admins only,
+    their consortium's documents only). Who sends it is checked before a byte of the body is
+    read, and its size while it streams in."""
     ctx = request.app[WEB_CTX_KEY]
     engine = request.app[WEB_ENGINE_KEY]
+    user = await require_session(request)
+    if isinstance(user, web.Response):
+        return user
+    if not user.is_admin:
+        return _error("抱歉，只有管理员可以上传政策文件。", status=403)
     limit = ctx.settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        return _error(f"文件过大：最大 {limit // (1024 * 1024)} MB。", status=413)
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
-        return _error("请求格式不正确：请用表单上传文件（字段 as 和 file）。")
-    who, name, data = None, None, bytearray()
+        return _error("请求格式不正确：请用表单上传文件（字段 file）。")
+    name, data = None, bytearray()
     while (part := await reader.next()) is not None:
-        if part.name == "as":
-            who = (await part.text()).strip().lower()
-        elif part.name == "file":
+        if part.name == "file" and name is None:
             # browsers send the name as UTF-8; some clients percent-encode it (RFC 5987)
             name = unquote(part.filename or "upload")
             while chunk := await part.read_chunk(64 * 1024):
                 data += chunk
                 if len(data) > limit:
                     return _error(f"文件过大：最大 {limit // (1024 * 1024)} MB。", status=413)
-    if not who or who == GUEST:
-        return _error("请先选择一个人员身份；上传政策文件需要管理员身份。")
+        else:
+            await part.release()
     if name is None:
         return _error("没有收到文件，请重新选择文件。")
-
-    def known(code: str) -> bool:
-        with ctx.sessions() as session:
-            return repo.get_staff_by_code(session, code) is not None
-
-    if not await asyncio.to_thread(known, who):
-        return _error("没有找到这个身份，请刷新页面后从列表中重新选择。")
-    incoming = Incoming(channel="web", user_key=who, attachments=(Attachment(name, bytes(data)),))
+    incoming = _incoming(user, request, attachments=(Attachment(name, bytes(data)),))
     replies = await asyncio.to_thread(engine.handle, incoming)
     return _json({"replies": [reply_json(r) for r in replies]})
 
@@ -201,6 +209,7 @@ def setup_webchat(app: web.Application, ctx: AppContext, engine: ConversationEng
     app[WEB_CTX_KEY] = ctx
     app[WEB_ENGINE_KEY] = engine
     app.router.add_get("/", index)
+    app.router.add_get("/api/session", session_info)
     app.router.add_get("/api/identities", identities)
     app.router.add_post("/api/chat", chat)
     app.router.add_post("/api/upload", upload)

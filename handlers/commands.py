@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from handlers.identity import Identity
 from handlers.messages import Choice, Reply
+from handlers.ports import EngineSettings
 from handlers.texts import tr
 from storage import access
 from storage import repositories as repo
@@ -69,6 +70,9 @@ def help_menu(identity: Identity, *, english: bool = False, welcome: bool = Fals
         lines.append(t("· 提醒与配额（进修、下派、坐诊）：发送“提醒”或 /status。",
                        "· Reminders and quotas (training, outreach, clinics): send /status."))
         lines.append(t("· 查看我的身份：/whoami", "· Who am I: /whoami"))
+        if identity.channel != "web":
+            lines.append(t("· 网页登录：发送“登录”或 /login，获取一次性登录链接（请在私聊中发送）",
+                           "· Web sign-in: send /login for a one-time link (in a private chat)"))
         choices += [Choice(t("发起转诊", "Start a referral"), "/refer"),
                     Choice(t("提醒与配额", "Reminders & quotas"), "/status")]
     if access.can_manage_users(staff):
@@ -122,6 +126,32 @@ def whoami(identity: Identity, *, english: bool = False) -> Reply:
         + (f"\n账号：{'、'.join(bindings)}" if bindings else ""),
         f"{staff.name} (code {staff.code})\nInstitution: {inst.name} ({inst.level})\nConsortium: {inst.consortium.name}\n"
         f"Roles: {', '.join(staff.roles)}" + (f"\nAccounts: {', '.join(bindings)}" if bindings else ""),
+    ))
+
+
+def login_link(session: Session, identity: Identity, settings: EngineSettings, *, english: bool = False) -> Reply:
+    """A one-time link that signs this staff member in to the web pages (asked for in a private chat).
+
+    The link is the only copy of the token (the database keeps its hash); it works once, for a
+    few minutes, and only opens a confirmation page until the person presses 登录 — so a chat
+    app's link preview cannot use it up.
+    """
+    from datetime import timedelta
+
+    from storage import signin
+
+    staff = identity.staff
+    assert staff is not None  # the engine checked the command's audience
+    if identity.channel == "web":
+        return Reply(tr(english, "您已在网页中登录。", "You are already signed in on the web."))
+    minutes = settings.login_link_ttl_minutes
+    token = signin.create_login_token(session, staff, via=identity.channel, ttl=timedelta(minutes=minutes))
+    url = f"{settings.web_base_url.rstrip('/')}/login/{token}"
+    return Reply(tr(
+        english,
+        f"网页登录链接（{minutes} 分钟内有效，只能使用一次，请勿转发）：\n{url}\n在浏览器中打开后点击“登录”。",
+        f"Your sign-in link (valid for {minutes} minutes, works once, do not forward it):\n{url}\n"
+        "Open it in a browser and press “Sign in”.",
     ))
 
 
@@ -252,4 +282,5 @@ def unbind(session: Session, identity: Identity, arg: str, *, english: bool = Fa
                     f"Removed the Telegram binding of {found.name} ({found.code}). Send /invite {found.code} for a new code."))
 
 
-__all__ = ["PolicyLookup", "ask_prompt", "change_roles", "help_menu", "list_users", "status", "unbind", "whoami"]
+__all__ = ["PolicyLookup", "ask_prompt", "change_roles", "help_menu", "list_users", "login_link", "status", "unbind",
+           "whoami"]

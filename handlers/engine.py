@@ -30,22 +30,25 @@ from typing import Any
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
-from bot.context import AppContext
 from handlers import commands, dialogs
 from handlers.dialogs.base import Turn, Update, decode_choice
 from handlers.identity import Identity, access_guidance, resolve
-from handlers.intents import ADMIN_INTENTS, OPEN_INTENTS, Intent, IntentKind, route
+from handlers.intents import Intent, IntentKind, route
 from handlers.messages import Incoming, Reply
+from handlers.ports import EngineContext
 from handlers.replies import Limit, fit_replies
 from handlers.texts import (
     ABANDONED,
     ADMIN_ONLY,
     CANCELLED,
+    CLINICAL_ONLY,
+    DIALOG_IN_PRIVATE,
     EMPTY_MESSAGE,
     ERROR,
     EXPIRED,
     IN_DIALOG,
     NOTHING_TO_CANCEL,
+    PRIVATE_ONLY,
     STALE_BUTTON,
     UNKNOWN_COMMAND,
     UPLOAD_ADDED,
@@ -73,7 +76,7 @@ Item = Reply | commands.PolicyLookup
 class ConversationEngine:
     def __init__(
         self,
-        ctx: AppContext,
+        ctx: EngineContext,
         *,
         kb: Any | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -91,7 +94,7 @@ class ConversationEngine:
     # public API
 
     @property
-    def ctx(self) -> AppContext:
+    def ctx(self) -> EngineContext:
         return self._ctx
 
     @property
@@ -107,7 +110,8 @@ class ConversationEngine:
         """Answer one user action. Never raises: an internal error becomes a polite reply."""
         english = is_mostly_latin(msg.text or "")
         try:
-            items = self._handle_in_transaction(msg)
+            with repo.audit_origin(msg.channel, msg.client_address):
+                items = self._handle_in_transaction(msg)
             replies: list[Reply] = []
             for item in items:
                 if isinstance(item, commands.PolicyLookup):
@@ -158,6 +162,15 @@ class ConversationEngine:
 
     def _dispatch(self, session: Session, identity: Identity, state: DialogState | DialogExpired | None,
                   msg: Incoming, now: datetime) -> list[Item]:
+        if not msg.private and state is not None:
+            # Dialogs are personal (codes, patients, staff): a group message never answers one,
+            # and an open one is neither shown nor closed here.
+            if msg.choice is not None and decode_choice(msg.choice) is not None:
+                title = dialogs.get(state.dialog)
+                english = state.data.get("_lang") == "en"
+                return [Reply(pick(DIALOG_IN_PRIVATE, english,
+                                   title=title.title_for(english) if title else pick(("操作", "action"), english)))]
+            state = None
         expired = state if isinstance(state, DialogExpired) else None
         open_state = state if isinstance(state, DialogState) else None
         text = (msg.text or "").strip()[:MAX_TEXT_CHARS]
@@ -222,12 +235,9 @@ class ConversationEngine:
                  now: datetime) -> list[Item]:
         english = intent.english
         kind = intent.kind
-        if identity.staff is None and kind not in OPEN_INTENTS:
-            return [Reply(access_guidance(msg.channel, english=english))]
-        if kind in ADMIN_INTENTS and not access.can_manage_users(identity.staff):
-            repo.record(session, identity.actor, "access.denied", target=f"command:{kind.value}",
-                        details={"channel": msg.channel})
-            return [Reply(pick(ADMIN_ONLY, english))]
+        denied = self._denied(session, identity, msg, kind.value, english)
+        if denied is not None:
+            return [denied]
 
         if kind == IntentKind.ASK:
             if not intent.arg:
@@ -251,9 +261,9 @@ class ConversationEngine:
         if kind == IntentKind.STATUS:
             return [commands.status(identity, text, english=english)]
         if kind == IntentKind.WHOAMI:
-            if identity.staff is None:
-                return [Reply(access_guidance(msg.channel, english=english))]
             return [commands.whoami(identity, english=english)]
+        if kind == IntentKind.LOGIN:
+            return [commands.login_link(session, identity, self._ctx.settings, english=english)]
         if kind == IntentKind.USERS:
             return [commands.list_users(session, identity, english=english)]
         if kind == IntentKind.ROLE:
@@ -261,6 +271,25 @@ class ConversationEngine:
         if kind == IntentKind.UNBIND:
             return [commands.unbind(session, identity, intent.arg, english=english)]
         return [Reply(pick(UNKNOWN_COMMAND, english, command=intent.arg))]
+
+    def _denied(self, session: Session, identity: Identity, msg: Incoming, command: str,
+                english: bool) -> Reply | None:
+        """The refusal for ``command`` per ``storage.access.COMMAND_RULES``, or None when allowed."""
+        verdict = access.command_verdict(command, identity.staff, private=msg.private)
+        if verdict is access.Verdict.ALLOWED:
+            return None
+        if verdict is access.Verdict.NOT_BOUND:
+            return Reply(access_guidance(msg.channel, english=english))
+        repo.record(session, identity.actor, "access.denied", target=f"command:{command}",
+                    details={"channel": msg.channel, "reason": verdict.value})
+        if verdict is access.Verdict.PRIVATE:
+            return Reply(pick(PRIVATE_ONLY, english))
+        audience = access.COMMAND_RULES[command].audience if command in access.COMMAND_RULES else None
+        if command == "upload":
+            return Reply(pick(UPLOAD_ADMIN_ONLY, english))
+        if audience is access.Audience.CLINICAL:
+            return Reply(pick(CLINICAL_ONLY, english))
+        return Reply(pick(ADMIN_ONLY, english))
 
     # ------------------------------------------------------------------------------------------
     # dialogs
@@ -308,12 +337,9 @@ class ConversationEngine:
 
     def _upload(self, session: Session, identity: Identity, msg: Incoming, english: bool) -> list[Item]:
         """A file in chat: admins' policy documents go to the knowledge base; others are told why not."""
-        if identity.staff is None:
-            return [Reply(access_guidance(msg.channel, english=english))]
-        if not access.can_manage_documents(identity.staff):
-            repo.record(session, identity.actor, "access.denied", target="document.upload",
-                        details={"channel": msg.channel, "files": [a.file_name for a in msg.attachments]})
-            return [Reply(pick(UPLOAD_ADMIN_ONLY, english))]
+        denied = self._denied(session, identity, msg, "upload", english)
+        if denied is not None:
+            return [denied]
         return [commands.DocumentUpload(msg.attachments, identity.actor, identity.consortium_code, english)]
 
     def _ingest(self, upload: commands.DocumentUpload) -> list[Reply]:

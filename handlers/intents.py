@@ -31,18 +31,15 @@ class IntentKind(StrEnum):
     BIND = "bind"
     STATUS = "status"  # reminders / quotas (进修、下派、坐诊)
     WHOAMI = "whoami"
+    LOGIN = "login"  # a one-time link that signs the user in to the web pages
     INVITE = "invite"  # admin
     USERS = "users"  # admin
     ROLE = "role"  # admin
     UNBIND = "unbind"  # admin
     UNKNOWN_COMMAND = "unknown_command"
 
-
-#: Intents only admins may use.
-ADMIN_INTENTS = frozenset({IntentKind.INVITE, IntentKind.USERS, IntentKind.ROLE, IntentKind.UNBIND})
-#: Intents an unbound user may use (everything else explains how to get access).
-OPEN_INTENTS = frozenset({IntentKind.ASK, IntentKind.HELP, IntentKind.START, IntentKind.CANCEL,
-                          IntentKind.BIND, IntentKind.WHOAMI, IntentKind.UNKNOWN_COMMAND})
+# Who may use which intent is decided in one place: ``storage.access.COMMAND_RULES`` (keyed by
+# the values above).
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,7 @@ _SLASH: dict[str, IntentKind] = {
     "status": IntentKind.STATUS, "reminders": IntentKind.STATUS, "quota": IntentKind.STATUS,
     "quotas": IntentKind.STATUS,
     "whoami": IntentKind.WHOAMI, "me": IntentKind.WHOAMI,
+    "login": IntentKind.LOGIN, "signin": IntentKind.LOGIN,
     "invite": IntentKind.INVITE,
     "users": IntentKind.USERS,
     "role": IntentKind.ROLE, "roles": IntentKind.ROLE,
@@ -88,6 +86,7 @@ _KEYWORDS: dict[str, IntentKind] = {
     "坐诊": IntentKind.STATUS, "进修名额": IntentKind.STATUS, "下派名额": IntentKind.STATUS,
     "提醒配额": IntentKind.STATUS, "配额查询": IntentKind.STATUS,
     "我是谁": IntentKind.WHOAMI, "我的身份": IntentKind.WHOAMI,
+    "登录": IntentKind.LOGIN, "网页登录": IntentKind.LOGIN, "登录网页": IntentKind.LOGIN, "登陆": IntentKind.LOGIN,
     "人员列表": IntentKind.USERS, "用户列表": IntentKind.USERS,
     "邀请": IntentKind.INVITE,
     # English words typed without a slash
@@ -95,7 +94,7 @@ _KEYWORDS: dict[str, IntentKind] = {
     "refer": IntentKind.REFER, "referral": IntentKind.REFER,
     "cancel": IntentKind.CANCEL, "quit": IntentKind.CANCEL,
     "help": IntentKind.HELP, "menu": IntentKind.HELP,
-    "bind": IntentKind.BIND, "reminders": IntentKind.STATUS, "quota": IntentKind.STATUS,
+    "bind": IntentKind.BIND, "login": IntentKind.LOGIN, "reminders": IntentKind.STATUS, "quota": IntentKind.STATUS,
     "quotas": IntentKind.STATUS,
 }
 # Keywords that take an argument after a space: ``绑定 ABCD2345``, ``邀请 dr_wang_sy``.
@@ -148,4 +147,4 @@ def _looks_like_argument(kind: IntentKind, rest: str) -> bool:
     return bool(_TOKEN_RE.match(rest))
 
 
-__all__ = ["ADMIN_INTENTS", "OPEN_INTENTS", "Intent", "IntentKind", "route"]
+__all__ = ["Intent", "IntentKind", "route"]

@@ -31,6 +31,10 @@ class Incoming:
     attachments: tuple[Attachment, ...] = ()
     display_name: str | None = None
     external_id: str | None = None  # update_id / MsgId, for de-duplication by the adapter
+    #: False in a group chat, where others read the replies (personal or admin answers are refused).
+    private: bool = True
+    #: The client's network address (web), for the audit trail.
+    client_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,13 @@ IN_DIALOG = ("您正在进行{title}。请回答下面的问题，或发送“�
              "You are in the middle of a {title}. Answer the question below, or send \"cancel\" to stop.")
 ADMIN_ONLY = ("抱歉，只有管理员可以管理人员、角色和邀请码。",
               "Sorry, only administrators can manage staff, roles and invite codes.")
+CLINICAL_ONLY = ("抱歉，只有已绑定的医生或联络员可以发起转诊。",
+                 "Sorry, only bound physicians and liaison officers can start a referral.")
+PRIVATE_ONLY = ("这条命令的回复涉及个人或管理信息，群里的其他人也能看到，请私聊我后再发送（点击我的头像 → 发消息）。",
+                ("The answer to that command is personal or administrative and everyone in this group would "
+                 "see it. Please send it to me in a private chat."))
+DIALOG_IN_PRIVATE = ("您有一项{title}正在私聊中进行，请回到与我的私聊中继续。",
+                     "You have a {title} open in our private chat; please continue it there.")
 UNKNOWN_COMMAND = ("没有“/{command}”这个命令。发送 /help 查看可用的命令。",
                    "There is no command \"/{command}\". Send /help to see the available commands.")
 EMPTY_MESSAGE = ("请输入文字消息，例如一个政策问题；发送“帮助”查看全部功能。",

@@ -13,10 +13,15 @@ Rules:
 * viewing a referral: physicians and liaisons only when their own institution sends or receives
   it; admins for any referral touching an institution of their consortium;
 * creating a referral: physicians and liaisons.
+
+``COMMAND_RULES`` / ``command_verdict`` say, per chat command, who may use it and whether only in
+a private chat; the engine asks nothing else.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from sqlalchemy.orm import object_session
@@ -116,3 +121,76 @@ def can_manage_staff_member(admin: Staff | None, target: Staff) -> bool:
     assert admin is not None
     mine = _consortium_id(admin)
     return mine is not None and mine == _consortium_id(target)
+
+
+# ------------------------------------------------------------------------------------------------
+# What each role may ask of the assistant, per command, in one table.
+#
+# Commands are named by the intent values of ``handlers.intents`` (plain strings: storage knows
+# nothing of handlers) plus ``upload`` (a file sent in chat). ``private_only`` commands either show
+# something personal (a binding code, a login link, the staff list, a patient's referral) or take
+# an admin action: in a group chat others would read the answer, so the bot asks to be written to
+# privately instead.
+
+
+class Audience(StrEnum):
+    ANYONE = "anyone"  # unbound users too
+    BOUND = "bound"  # any active staff member
+    CLINICAL = "clinical"  # physicians and liaison officers
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class CommandRule:
+    audience: Audience
+    private_only: bool = False
+
+
+COMMAND_RULES: dict[str, CommandRule] = {
+    "ask": CommandRule(Audience.ANYONE),
+    "help": CommandRule(Audience.ANYONE),
+    "start": CommandRule(Audience.ANYONE),
+    "cancel": CommandRule(Audience.ANYONE),
+    "unknown_command": CommandRule(Audience.ANYONE),
+    "bind": CommandRule(Audience.ANYONE, private_only=True),
+    "whoami": CommandRule(Audience.BOUND, private_only=True),
+    "login": CommandRule(Audience.BOUND, private_only=True),
+    "status": CommandRule(Audience.BOUND),
+    "refer": CommandRule(Audience.CLINICAL, private_only=True),
+    "invite": CommandRule(Audience.ADMIN, private_only=True),
+    "users": CommandRule(Audience.ADMIN, private_only=True),
+    "role": CommandRule(Audience.ADMIN, private_only=True),
+    "unbind": CommandRule(Audience.ADMIN, private_only=True),
+    "upload": CommandRule(Audience.ADMIN, private_only=True),
+}
+
+
+class Verdict(StrEnum):
+    ALLOWED = "allowed"
+    NOT_BOUND = "not_bound"  # tell the user how to get access
+    ROLE = "role"  # their role may not do this
+    PRIVATE = "private"  # allowed, but only in a private chat
+
+
+def _in_audience(staff: Staff | None, audience: Audience) -> bool:
+    if audience is Audience.ANYONE:
+        return True
+    if not _active(staff):
+        return False
+    if audience is Audience.BOUND:
+        return True
+    if audience is Audience.CLINICAL:
+        return can_create_referral(staff)
+    return is_admin(staff)
+
+
+def command_verdict(command: str, staff: Staff | None, *, private: bool = True) -> Verdict:
+    """May ``staff`` (None = unbound) use ``command`` here? Unknown commands are denied."""
+    rule = COMMAND_RULES.get(command)
+    if rule is None:
+        return Verdict.ROLE
+    if not _in_audience(staff, rule.audience):
+        return Verdict.NOT_BOUND if not _active(staff) else Verdict.ROLE
+    if rule.private_only and not private:
+        return Verdict.PRIVATE
+    return Verdict.ALLOWED

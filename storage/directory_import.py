@@ -798,7 +798,16 @@ def _count(counts: EntityCounts, created: bool, changed: bool) -> None:
         counts.unchanged += 1
 
 
-def _apply(session: Session, plan: _Plan, report: ImportReport, actor: str) -> None:
+def _apply(session: Session, plan: _Plan, report: ImportReport, actor: str, *, create_only: bool = False) -> None:
+    if create_only:
+        # Seeding: what exists stays exactly as the admins made it; only missing rows are added.
+        report.consortia.unchanged += sum(k in plan.existing_consortia for k in plan.consortia)
+        report.institutions.unchanged += sum(k in plan.existing_institutions for k in plan.institutions)
+        report.staff.unchanged += sum(k in plan.existing_staff for k in plan.staff)
+        plan.consortia = {k: v for k, v in plan.consortia.items() if k not in plan.existing_consortia}
+        plan.institutions = {k: v for k, v in plan.institutions.items() if k not in plan.existing_institutions}
+        plan.parents = {k: v for k, v in plan.parents.items() if k in plan.institutions}
+        plan.staff = {k: v for k, v in plan.staff.items() if k not in plan.existing_staff}
     consortia = dict(plan.existing_consortia)
     for code, rec in plan.consortia.items():
         row = consortia.get(code)
@@ -879,10 +888,11 @@ def _apply(session: Session, plan: _Plan, report: ImportReport, actor: str) -> N
 
 
 def import_directory(session: Session, path: str | Path, *, actor: str = "cli", dry_run: bool = False,
-                     raise_on_error: bool = False) -> ImportReport:
+                     raise_on_error: bool = False, create_only: bool = False) -> ImportReport:
     """Validate and import a directory file (``.yaml``/``.yml`` or ``.csv``); see the module doc.
 
-    With ``dry_run`` only validation runs. With ``raise_on_error`` a bad file raises
+    With ``dry_run`` only validation runs. With ``create_only`` (seeding sample data) existing
+    consortia, institutions and staff are left untouched; only missing ones are added. With ``raise_on_error`` a bad file raises
     ``DirectoryImportError`` instead of returning a report with ``ok == False``.
     """
     path = Path(path)
@@ -898,14 +908,15 @@ def import_directory(session: Session, path: str | Path, *, actor: str = "cli", 
             report = ImportReport(source=path.name, format=fmt, dry_run=dry_run)
             report.error(None, f"无法读取文件 {path}：{exc.strerror or exc}")
         else:
-            report = import_directory_data(session, data, fmt=fmt, source=path.name, actor=actor, dry_run=dry_run)
+            report = import_directory_data(session, data, fmt=fmt, source=path.name, actor=actor, dry_run=dry_run,
+                                           create_only=create_only)
     if raise_on_error and not report.ok:
         raise DirectoryImportError(report)
     return report
 
 
 def import_directory_data(session: Session, data: bytes | str, *, fmt: Format, source: str = "upload",
-                          actor: str = "cli", dry_run: bool = False) -> ImportReport:
+                          actor: str = "cli", dry_run: bool = False, create_only: bool = False) -> ImportReport:
     """Same as ``import_directory`` for content already in memory (e.g. a file sent to the bot)."""
     report = ImportReport(source=source, format=fmt, dry_run=dry_run)
     text = _decode(data) if isinstance(data, bytes) else data
@@ -918,5 +929,5 @@ def import_directory_data(session: Session, data: bytes | str, *, fmt: Format, s
     report.errors.sort(key=lambda e: (e.line is None, e.line or 0))
     if parsed is None or report.errors or dry_run:
         return report
-    _apply(session, plan, report, actor)
+    _apply(session, plan, report, actor, create_only=create_only)
     return report

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -86,15 +88,46 @@ def set_roles(session: Session, staff: Staff, roles: Iterable[str], *, actor: st
 # audit
 
 
+@dataclass(frozen=True)
+class AuditOrigin:
+    """Where the actions being recorded come from (channel and client address)."""
+
+    channel: str | None = None
+    client_address: str | None = None
+
+
+_ORIGIN: ContextVar[AuditOrigin] = ContextVar("yilian_audit_origin", default=AuditOrigin())
+
+
+@contextmanager
+def audit_origin(channel: str | None, client_address: str | None = None) -> Iterator[None]:
+    """Every ``record`` inside the block notes this channel and address.
+
+    A context variable rather than a parameter threaded through every command: the engine sets
+    it once per message, and deep helpers (``set_roles``, ``create_invite`` …) need not know.
+    """
+    token = _ORIGIN.set(AuditOrigin(channel, client_address))
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
+
+
 def record(session: Session, actor: str, action: str, target: str | None = None,
-           details: dict[str, Any] | None = None, *, at: datetime | None = None) -> AuditLog:
-    """Append one audit entry. ``details`` is scrubbed (phones and ID numbers masked) first."""
+           details: dict[str, Any] | None = None, *, at: datetime | None = None,
+           channel: str | None = None, client_address: str | None = None) -> AuditLog:
+    """Append one audit entry. ``details`` is scrubbed (phones and ID numbers masked) first.
+
+    ``channel`` and ``client_address`` default to the surrounding ``audit_origin``."""
+    origin = _ORIGIN.get()
     entry = AuditLog(
         at=as_utc(at) if at else utcnow(),
         actor=actor,
         action=action,
         target=target,
         details=scrub(details or {}),
+        channel=channel or origin.channel,
+        client_address=client_address or origin.client_address,
     )
     session.add(entry)
     session.flush()

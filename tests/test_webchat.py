@@ -1,41 +1,114 @@
-"""The local web chat and the health endpoints, driven over real HTTP on 127.0.0.1."""
+"""The web chat and the health endpoints, driven over real HTTP on 127.0.0.1.
+
+Who speaks is always the signed-in session's staff member: these tests drive the demo picker
+(``YILIAN_DEMO``) and the real sign-in paths of ``bot.webauth`` and check that no request field can
+name another person.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.server import create_app
 from handlers.engine import ConversationEngine
+from storage import repositories as repo
 
 pytest_plugins = ("engine_support",)
 
 STATIC = Path(__file__).resolve().parents[1] / "bot" / "static" / "index.html"
 
 
+class Browser:
+    """One browser: its own cookie jar, and the CSRF token the page would hold."""
+
+    def __init__(self, client: TestClient, http: aiohttp.ClientSession | None = None) -> None:
+        self.client = client
+        self.http = http
+        self.csrf: str | None = None
+
+    def url(self, path: str) -> str:
+        return str(self.client.make_url(path))
+
+    async def request(self, method: str, path: str, **kw) -> aiohttp.ClientResponse:
+        if self.http is None:
+            return await self.client.request(method, path, **kw)
+        return await self.http.request(method, self.url(path), **kw)
+
+    async def demo_login(self, who: str) -> None:
+        res = await self.request("POST", "/api/demo/login", json={"as": who})
+        assert res.status == 200, await res.text()
+        self.csrf = (await res.json())["csrf"]
+
+    async def refresh_csrf(self) -> dict:
+        info = await (await self.request("GET", "/api/session")).json()
+        self.csrf = info.get("csrf")
+        return info
+
+    async def say(self, payload: dict | None = None, **fields) -> tuple[int, dict]:
+        headers = {"X-CSRF-Token": self.csrf} if self.csrf else {}
+        res = await self.request("POST", "/api/chat", json={**(payload or {}), **fields}, headers=headers)
+        return res.status, await res.json()
+
+
 @pytest.fixture
-async def client(engine_ctx, engine):
+async def demo_client(engine_ctx, engine):
+    engine_ctx.settings.demo = True
     app = create_app(engine_ctx, engine, web_chat=True)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 
 
-async def post(client: TestClient, payload) -> tuple[int, dict]:
-    res = await client.post("/api/chat", json=payload)
-    return res.status, await res.json()
+@pytest.fixture
+def bound_telegram(engine_ctx) -> str:
+    """A Telegram account bound to dr_wang_sy (as ``/bind CODE`` would have done)."""
+    with engine_ctx.sessions.begin() as session:
+        repo.get_staff_by_code(session, "dr_wang_sy").telegram_user_id = 555000111
+    return "555000111"
 
 
-async def test_page_is_served_self_contained_and_in_chinese(client):
-    res = await client.get("/")
+@pytest.fixture
+async def client(engine_ctx, engine):
+    """Production mode: no picker; sign-in only through the server's own paths."""
+    app = create_app(engine_ctx, engine, web_chat=True)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+def login_link_for(engine, user_key: str, channel: str = "telegram") -> str:
+    from handlers.messages import Incoming
+
+    reply = engine.handle(Incoming(channel=channel, user_key=user_key, text="/login"))[0].text
+    match = re.search(r"https?://\S+/login/(\S+)", reply)
+    assert match, reply
+    return match.group(1)
+
+
+async def sign_in_with_link(browser: Browser, token: str) -> aiohttp.ClientResponse:
+    page = await browser.request("GET", f"/login/{token}")
+    html = await page.text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf, html
+    return await browser.request("POST", f"/login/{token}", data={"csrf": csrf.group(1)}, allow_redirects=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# the page
+
+
+async def test_page_is_served_self_contained_and_in_chinese(demo_client):
+    res = await demo_client.get("/")
     assert res.status == 200
     html = await res.text()
     assert 'lang="zh-CN"' in html and "医联助手" in html and "发送" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # no CDN or external assets
     assert "viewport" in html  # mobile-friendly
     assert "default-src 'self'" in res.headers["Content-Security-Policy"]
+    assert res.headers["Referrer-Policy"] == "no-referrer"
 
 
 def test_page_never_renders_server_text_as_html():
@@ -45,8 +118,12 @@ def test_page_never_renders_server_text_as_html():
         assert sink not in script, sink
 
 
-async def test_identities_list_staff_without_contact_data(client):
-    res = await client.get("/api/identities")
+async def test_demo_mode_says_so_and_offers_the_picker(demo_client):
+    info = await (await demo_client.get("/api/session")).json()
+    assert info == {"signed_in": False, "demo": True}
+    html = await (await demo_client.get("/")).text()
+    assert "演示模式" in html
+    res = await demo_client.get("/api/identities")
     people = (await res.json())["identities"]
     assert people[0]["code"] == "guest" and people[0]["name"] == "未绑定访客"
     wang = next(p for p in people if p["code"] == "dr_wang_sy")
@@ -56,36 +133,80 @@ async def test_identities_list_staff_without_contact_data(client):
     assert "13800" not in body and "phone" not in body and "wecom" not in body
 
 
-async def test_guest_asks_a_policy_question(client):
-    status, data = await post(client, {"as": "guest", "session": "abcdef123", "text": "双向转诊的流程是什么？"})
+async def test_without_demo_mode_there_is_no_picker_and_no_way_in_without_signing_in(client):
+    res = await client.get("/", allow_redirects=False)
+    assert res.status == 303 and res.headers["Location"] == "/login"
+    login = await (await client.get("/login")).text()
+    assert "登录医联助手" in login and "演示模式" not in login and "/login" in login
+    assert (await client.get("/api/identities")).status == 404
+    assert (await client.post("/api/demo/login", json={"as": "admin_sy"})).status == 404
+    for path in ("/api/chat", "/api/upload"):
+        res = await client.post(path, json={"as": "admin_sy", "text": "/users"})
+        assert res.status == 401 and "请先登录" in (await res.json())["error"], path
+
+
+# ------------------------------------------------------------------------------------------------
+# chatting as the session's person
+
+
+async def test_guest_asks_a_policy_question(demo_client):
+    browser = Browser(demo_client)
+    await browser.demo_login("guest")
+    status, data = await browser.say(text="双向转诊的流程是什么？")
     assert status == 200
     assert "出处：《" in data["replies"][0]["text"]
 
 
-async def test_choices_round_trip_through_the_api(client):
-    status, data = await post(client, {"as": "dr_wang_sy", "text": "/refer"})
+async def test_choices_round_trip_through_the_api(demo_client):
+    browser = Browser(demo_client)
+    await browser.demo_login("dr_wang_sy")
+    status, data = await browser.say(text="/refer")
     assert status == 200
     choices = data["replies"][0]["choices"]
     assert [c["label"] for c in choices] == ["上转（转往上级医院）", "下转（转往下级/基层机构）"]
-    status, data = await post(client, {"as": "dr_wang_sy", "choice": choices[1]["value"]})
+    status, data = await browser.say(choice=choices[1]["value"])
     receivers = data["replies"][0]["choices"]
     assert "请选择接收机构" in data["replies"][0]["text"] and receivers
-    status, data = await post(client, {"as": "dr_wang_sy", "choice": receivers[0]["value"]})
+    status, data = await browser.say(choice=receivers[0]["value"])
     assert f"接收机构：{receivers[0]['label']}" in data["replies"][0]["text"]
 
 
-async def test_guest_sessions_do_not_share_dialog_state(client):
-    await post(client, {"as": "guest", "session": "browserA1", "text": "/refer"})
-    _, data = await post(client, {"as": "guest", "session": "browserB2", "text": "取消"})
-    assert "没有进行中的操作" in data["replies"][0]["text"]
+async def test_guest_sessions_do_not_share_dialog_state(demo_client):
+    a = Browser(demo_client)
+    await a.demo_login("dr_wang_sy")
+    await a.say(text="/refer")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        b = Browser(demo_client, http)
+        await b.demo_login("guest")
+        _, data = await b.say(text="取消")
+        assert "没有进行中的操作" in data["replies"][0]["text"]
+        _, data = await b.say(text="/whoami")
+        assert "王思远" not in data["replies"][0]["text"]
 
 
-async def test_markup_in_messages_comes_back_as_plain_json_text(client):
+async def test_a_field_naming_someone_else_is_ignored_everywhere(demo_client, engine_ctx):
+    """The old API trusted ``{"as": "admin_sy"}``: a physician made himself admin that way."""
+    browser = Browser(demo_client)
+    await browser.demo_login("dr_wang_sy")
+    status, data = await browser.say(**{"as": "admin_sy", "text": "/role dr_wang_sy 医生 管理员"})
+    assert status == 200 and "只有管理员" in data["replies"][0]["text"]
+    _, data = await browser.say(**{"as": "admin_sy", "user": "admin_sy", "text": "/whoami"})
+    assert "王思远" in data["replies"][0]["text"]
+    form = aiohttp.FormData()
+    form.add_field("as", "admin_sy")
+    form.add_field("file", b"policy text", filename="x.txt")
+    res = await browser.request("POST", "/api/upload", data=form, headers={"X-CSRF-Token": browser.csrf})
+    assert res.status == 403 and "只有管理员" in (await res.json())["error"]
+    with engine_ctx.sessions() as session:
+        assert repo.get_staff_by_code(session, "dr_wang_sy").roles == ["physician"]
+
+
+async def test_markup_in_messages_comes_back_as_plain_json_text(demo_client):
     evil = "<img src=x onerror=alert(1)>"
-    await post(client, {"as": "dr_wang_sy", "text": "/refer"})
-    res = await client.post("/api/chat", json={"as": "dr_wang_sy", "text": evil})  # a typo'd step answer
-    assert res.content_type == "application/json"
-    data = await res.json()
+    browser = Browser(demo_client)
+    await browser.demo_login("dr_wang_sy")
+    await browser.say(text="/refer")
+    status, data = await browser.say(text=evil)  # a typo'd step answer
     assert f"没有找到“{evil}”" in data["replies"][0]["text"]  # echoed as data; the page inserts it as text
 
 
@@ -94,22 +215,279 @@ async def test_markup_in_messages_comes_back_as_plain_json_text(client):
     [
         (b"{not json", "请求格式不正确"),
         (b"[1, 2]", "JSON 对象"),
-        (b'{"as": "nobody_here", "text": "hi"}', "没有找到这个身份"),
-        (b'{"as": "dr_wang_sy", "text": "   "}', "请输入消息内容"),
-        (b'{"text": "hi"}', "请先选择一个聊天身份"),
-        (b'{"as": "guest", "session": "<bad>", "text": "hi"}', "会话编号格式不正确"),
+        (b'{"text": "   "}', "请输入消息内容"),
+        (b'{"text": 5}', "消息内容应为文字"),
     ],
 )
-async def test_bad_requests_get_a_polite_chinese_400(client, raw, message):
-    res = await client.post("/api/chat", data=raw, headers={"Content-Type": "application/json"})
+async def test_bad_requests_get_a_polite_chinese_400(demo_client, raw, message):
+    browser = Browser(demo_client)
+    await browser.demo_login("dr_wang_sy")
+    res = await demo_client.post("/api/chat", data=raw, headers={"Content-Type": "application/json",
+                                                                   "X-CSRF-Token": browser.csrf})
     assert res.status == 400
     assert message in (await res.json())["error"]
 
 
-async def test_health_and_readiness(client):
-    res = await client.get("/healthz")
+async def test_unknown_demo_identity_is_refused_politely(demo_client):
+    res = await demo_client.post("/api/demo/login", json={"as": "nobody_here"})
+    assert res.status == 400 and "没有找到这个身份" in (await res.json())["error"]
+
+
+# ------------------------------------------------------------------------------------------------
+# cross-site requests and DNS rebinding
+
+
+async def test_state_changes_need_the_sessions_csrf_token(demo_client):
+    browser = Browser(demo_client)
+    await browser.demo_login("admin_sy")
+    token, browser.csrf = browser.csrf, None
+    status, data = await browser.say(text="/role dr_wang_sy 医生 管理员")
+    assert status == 403 and "刷新" in data["error"]
+    browser.csrf = "forged" + token
+    status, _ = await browser.say(text="/users")
+    assert status == 403
+
+
+async def test_a_foreign_origin_is_refused_even_as_text_plain(demo_client, engine_ctx):
+    browser = Browser(demo_client)
+    await browser.demo_login("admin_sy")
+    res = await demo_client.post(
+        "/api/chat", data='{"text": "/role dr_wang_sy 医生 管理员"}',
+        headers={"Content-Type": "text/plain", "Origin": "http://evil.example", "X-CSRF-Token": browser.csrf},
+    )
+    assert res.status == 403 and "跨站" in (await res.json())["error"]
+    res = await demo_client.post("/api/chat", json={"text": "/users"},
+                                 headers={"Origin": "null", "X-CSRF-Token": browser.csrf})
+    assert res.status == 403
+    with engine_ctx.sessions() as session:
+        assert repo.get_staff_by_code(session, "dr_wang_sy").roles == ["physician"]
+    own = str(demo_client.make_url("")).rstrip("/")
+    res = await demo_client.post("/api/chat", json={"text": "/whoami"},
+                                 headers={"Origin": own, "X-CSRF-Token": browser.csrf})
     assert res.status == 200
-    res = await client.get("/readyz")
+
+
+async def test_a_foreign_host_is_refused_but_health_checks_answer(demo_client, engine_ctx):
+    for path in ("/", "/api/session", "/login"):
+        res = await demo_client.get(path, headers={"Host": "rebind.evil.example:8080"})
+        assert res.status == 421, path
+    assert (await demo_client.get("/healthz", headers={"Host": "10.1.2.3"})).status == 200
+    assert (await demo_client.get("/", headers={"Host": "localhost:8080"})).status == 200
+
+
+async def test_the_public_url_host_is_accepted(engine_ctx, engine):
+    engine_ctx.settings.public_url = "https://yilian.example.org"
+    app = create_app(engine_ctx, engine, web_chat=True)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        res = await c.get("/login", headers={"Host": "yilian.example.org"})
+        assert res.status == 200
+        assert (await c.get("/login", headers={"Host": "other.example.org"})).status == 421
+
+
+# ------------------------------------------------------------------------------------------------
+# sign-in: one-time link from a private chat
+
+
+async def test_login_link_from_chat_signs_in_once(client, engine, engine_ctx, bound_telegram):
+    token = login_link_for(engine, bound_telegram)
+    browser = Browser(client)
+    page = await browser.request("GET", f"/login/{token}")
+    assert page.status == 200 and "王思远" in await page.text()
+    page = await browser.request("GET", f"/login/{token}")  # a link preview does not use it up
+    assert page.status == 200
+    res = await sign_in_with_link(browser, token)
+    assert res.status == 303 and res.headers["Location"] == "/"
+    cookie = res.cookies["yilian_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    info = await browser.refresh_csrf()
+    assert info["signed_in"] and info["user"]["code"] == "dr_wang_sy"
+    _, data = await browser.say(text="/whoami")
+    assert "王思远" in data["replies"][0]["text"]
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        other = Browser(client, http)
+        page = await other.request("GET", f"/login/{token}")
+        assert page.status == 404 and "已使用" in await page.text()
+    with engine_ctx.sessions() as session:
+        login = repo.audit_entries(session, action="login", limit=1)[0]
+        assert login.actor == "dr_wang_sy" and login.channel == "web" and login.client_address == "127.0.0.1"
+        assert login.details["method"] == "link"
+
+
+async def test_login_link_expires(client, engine, clock, bound_telegram, engine_ctx):
+    token = login_link_for(engine, bound_telegram)
+    from datetime import timedelta
+
+    from storage.models import LoginToken
+    with engine_ctx.sessions.begin() as session:  # as if it was asked for 11 minutes ago
+        for row in session.query(LoginToken):
+            row.expires_at = row.expires_at - timedelta(minutes=11)
+    browser = Browser(client)
+    page = await browser.request("GET", f"/login/{token}")
+    assert page.status == 404 and "已过期" in await page.text()
+
+
+async def test_login_link_post_needs_the_pages_csrf_token(client, engine, bound_telegram):
+    token = login_link_for(engine, bound_telegram)
+    res = await client.post(f"/login/{token}", data={"csrf": "guess"}, allow_redirects=False)
+    assert res.status == 303 and "error=expired" in res.headers["Location"]
+    assert (await client.get(f"/login/{token}")).status == 200  # still unused
+
+
+async def test_sessions_can_be_revoked_from_the_cli(client, engine, engine_ctx, bound_telegram):
+    from storage import signin
+
+    browser = Browser(client)
+    await sign_in_with_link(browser, login_link_for(engine, bound_telegram))
+    await browser.refresh_csrf()
+    assert (await browser.say(text="/whoami"))[0] == 200
+    with engine_ctx.sessions.begin() as session:
+        assert signin.revoke_staff_sessions(session, repo.get_staff_by_code(session, "dr_wang_sy"), actor="cli") == 1
+    status, data = await browser.say(text="/whoami")
+    assert status == 401 and "请先登录" in data["error"]
+
+
+async def test_logout_ends_the_session(client, engine, bound_telegram):
+    browser = Browser(client)
+    await sign_in_with_link(browser, login_link_for(engine, bound_telegram))
+    await browser.refresh_csrf()
+    res = await browser.request("POST", "/logout", headers={"X-CSRF-Token": browser.csrf})
+    assert res.status == 200
+    assert (await browser.say(text="/whoami"))[0] == 401
+
+
+async def test_deactivated_staff_lose_their_session(client, engine, engine_ctx, bound_telegram):
+    browser = Browser(client)
+    await sign_in_with_link(browser, login_link_for(engine, bound_telegram))
+    await browser.refresh_csrf()
+    with engine_ctx.sessions.begin() as session:
+        repo.get_staff_by_code(session, "dr_wang_sy").active = False
+    assert (await browser.say(text="/whoami"))[0] == 401
+
+
+async def test_web_actions_are_audited_with_channel_and_address(client, engine, engine_ctx, chat):
+    admin = chat("telegram", "777000001")
+    with engine_ctx.sessions.begin() as session:
+        repo.get_staff_by_code(session, "admin_sy").telegram_user_id = 777000001
+    token = login_link_for(engine, "777000001")
+    browser = Browser(client)
+    await sign_in_with_link(browser, token)
+    await browser.refresh_csrf()
+    status, data = await browser.say(text="/role dr_wang_sy 医生 联络员")
+    assert status == 200 and "改为" in data["replies"][0]["text"]
+    with engine_ctx.sessions() as session:
+        entry = repo.audit_entries(session, action="role_change", limit=1)[0]
+        assert entry.actor == "admin_sy" and entry.channel == "web" and entry.client_address == "127.0.0.1"
+    admin.say("/users")  # the Telegram side is recorded as such
+    with engine_ctx.sessions() as session:
+        assert repo.audit_entries(session, action="login_link.create", limit=1)[0].channel == "telegram"
+
+
+# ------------------------------------------------------------------------------------------------
+# sign-in: admin password
+
+
+async def _password_login(client: TestClient, code: str, password: str) -> aiohttp.ClientResponse:
+    page = await (await client.get("/login")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return await client.post("/login/password", data={"csrf": csrf, "code": code, "password": password},
+                             allow_redirects=False)
+
+
+async def test_the_first_admin_signs_in_with_a_password(client, engine_ctx):
+    from storage import signin
+
+    with engine_ctx.sessions.begin() as session:
+        signin.set_password(session, repo.get_staff_by_code(session, "admin_sy"), "correct horse battery", actor="cli")
+        with pytest.raises(signin.PasswordRefused, match="只有管理员"):
+            signin.set_password(session, repo.get_staff_by_code(session, "dr_wang_sy"), "x" * 20, actor="cli")
+        with pytest.raises(signin.PasswordRefused, match="太短"):
+            signin.set_password(session, repo.get_staff_by_code(session, "admin_sy"), "short", actor="cli")
+        assert "correct horse" not in repo.get_staff_by_code(session, "admin_sy").password_hash
+
+    res = await _password_login(client, "admin_sy", "wrong password here")
+    assert res.status == 303 and "error=password" in res.headers["Location"]
+    assert "不正确" in await (await client.get(res.headers["Location"])).text()
+    res = await _password_login(client, "admin_sy", "correct horse battery")
+    assert res.status == 303 and res.headers["Location"] == "/"
+    browser = Browser(client)
+    info = await browser.refresh_csrf()
+    assert info["user"]["code"] == "admin_sy" and info["user"]["is_admin"]
+    with engine_ctx.sessions() as session:
+        failed = repo.audit_entries(session, action="login.failed", limit=5)
+        assert failed and all("correct horse" not in str(e.details) for e in failed)
+
+
+async def test_password_guessing_is_slowed_down(client, engine_ctx):
+    for _ in range(5):
+        res = await _password_login(client, "admin_sy", "guess guess guess")
+        assert "error=password" in res.headers["Location"]
+    res = await _password_login(client, "admin_sy", "guess guess guess")
+    assert "error=busy" in res.headers["Location"]
+
+
+# ------------------------------------------------------------------------------------------------
+# uploads from the web console
+
+
+async def test_web_console_upload_indexes_an_admins_policy_file(demo_client, engine_ctx, fresh_context):
+    engine = ConversationEngine(engine_ctx, kb=fresh_context.kb)  # a knowledge base of its own
+    app = create_app(engine_ctx, engine, web_chat=True)
+    policy = "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode()
+
+    def form(data: bytes, name: str = "联络员会议制度.txt") -> aiohttp.FormData:
+        f = aiohttp.FormData()
+        f.add_field("file", data, filename=name, content_type="text/plain")
+        return f
+
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        admin = Browser(client)
+        await admin.demo_login("admin_sy")
+        res = await admin.request("POST", "/api/upload", data=form(policy), headers={"X-CSRF-Token": admin.csrf})
+        assert res.status == 200
+        assert "已收录《联络员会议制度》" in (await res.json())["replies"][0]["text"]
+        status, data = await admin.say(text="联络员例会多久开一次？")
+        assert "每月召开一次" in data["replies"][0]["text"]
+
+        engine_ctx.settings.max_upload_bytes = 100
+        res = await admin.request("POST", "/api/upload", data=form(b"x" * 1000, "big.txt"),
+                                  headers={"X-CSRF-Token": admin.csrf})
+        assert res.status == 413 and "文件过大" in (await res.json())["error"]
+        res = await admin.request("POST", "/api/upload", json={"x": 1}, headers={"X-CSRF-Token": admin.csrf})
+        assert res.status == 400
+
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            doctor = Browser(client, http)
+            await doctor.demo_login("dr_wang_sy")
+            res = await doctor.request("POST", "/api/upload", data=form(policy),
+                                       headers={"X-CSRF-Token": doctor.csrf})
+            assert res.status == 403 and "只有管理员" in (await res.json())["error"]
+        res = await client.post("/api/upload", data=form(policy), cookies={})
+        assert res.status in (401, 403)
+
+
+async def test_upload_identity_is_checked_before_the_body_is_read(client):
+    """An anonymous 20 MB upload is refused from its headers alone."""
+    reader_started = False
+
+    async def body():
+        nonlocal reader_started
+        reader_started = True
+        for _ in range(320):
+            yield b"x" * 65536
+
+    res = await client.post("/api/upload", data=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert res.status == 401
+
+
+# ------------------------------------------------------------------------------------------------
+# health
+
+
+async def test_health_and_readiness(demo_client):
+    res = await demo_client.get("/healthz")
+    assert res.status == 200
+    res = await demo_client.get("/readyz")
     assert res.status == 200 and (await res.json())["ready"] is True
 
 
@@ -142,42 +520,3 @@ async def test_not_ready_when_the_database_is_unreachable(tmp_path, app_context)
         res = await c.get("/readyz")
         assert res.status == 503 and "database" in (await res.json())["reason"]
     ctx.close()
-
-
-async def test_web_console_upload_indexes_an_admins_policy_file(engine_ctx, fresh_context):
-    import aiohttp
-
-    engine = ConversationEngine(engine_ctx, kb=fresh_context.kb)  # a knowledge base of its own
-    app = create_app(engine_ctx, engine, web_chat=True)
-    policy = "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode()
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        form = aiohttp.FormData()
-        form.add_field("as", "admin_sy")
-        form.add_field("file", policy, filename="联络员会议制度.txt", content_type="text/plain")
-        res = await client.post("/api/upload", data=form)
-        assert res.status == 200
-        assert "已收录《联络员会议制度》" in (await res.json())["replies"][0]["text"]
-        status, data = await post(client, {"as": "admin_sy", "text": "联络员例会多久开一次？"})
-        assert "每月召开一次" in data["replies"][0]["text"]
-
-        form = aiohttp.FormData()
-        form.add_field("as", "dr_wang_sy")
-        form.add_field("file", policy, filename="联络员会议制度.txt")
-        res = await client.post("/api/upload", data=form)
-        assert "只有管理员可以上传政策文件" in (await res.json())["replies"][0]["text"]
-
-        form = aiohttp.FormData()
-        form.add_field("as", "guest")
-        form.add_field("file", policy, filename="联络员会议制度.txt")
-        res = await client.post("/api/upload", data=form)
-        assert res.status == 400 and "管理员身份" in (await res.json())["error"]
-
-        engine_ctx.settings.max_upload_bytes = 100
-        form = aiohttp.FormData()
-        form.add_field("as", "admin_sy")
-        form.add_field("file", b"x" * 1000, filename="big.txt")
-        res = await client.post("/api/upload", data=form)
-        assert res.status == 413 and "文件过大" in (await res.json())["error"]
-
-        res = await client.post("/api/upload", json={"as": "admin_sy"})
-        assert res.status == 400

@@ -103,6 +103,8 @@ class FakeWeCom:
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
     token_fetches: int = 0
     valid_tokens: set[str] = field(default_factory=set)
+    #: Web-authorisation codes the fake WeCom would hand a browser: code -> userid (each works once).
+    oauth_codes: dict[str, str] = field(default_factory=dict)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -141,6 +143,7 @@ class FakeWeCom:
         app.router.add_post("/cgi-bin/message/send", self._send)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_post("/cgi-bin/media/upload", self._media_upload)
+        app.router.add_get("/cgi-bin/auth/getuserinfo", self._getuserinfo)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -160,6 +163,16 @@ class FakeWeCom:
         if token not in self.valid_tokens:
             return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
         return None
+
+    async def _getuserinfo(self, request: web.Request) -> web.Response:
+        """Web authorisation: a code from ``oauth_codes`` names a member once (as WeCom's does)."""
+        refused = self._token_ok(request)
+        if refused is not None:
+            return refused
+        userid = self.oauth_codes.pop(request.query.get("code", ""), None)
+        if userid is None:
+            return web.json_response({"errcode": 40029, "errmsg": "invalid code"})
+        return web.json_response({"errcode": 0, "errmsg": "ok", "userid": userid})
 
     async def _gettoken(self, request: web.Request) -> web.Response:
         if request.query.get("corpid") != self.corp_id or request.query.get("corpsecret") != self.secret:

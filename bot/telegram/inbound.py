@@ -123,8 +123,11 @@ def classify(update: Update, external_id: str | None = None, *, bot_username: st
     user = update.effective_user
     if user is None or user.is_bot:
         return Action("ignore")
+    chat = update.effective_chat
     base: dict[str, Any] = {"channel": "telegram", "user_key": str(user.id), "display_name": user.full_name,
-                            "external_id": external_id}
+                            "external_id": external_id,
+                            # replies go to the chat: in a group, others read them
+                            "private": chat is None or chat.type == Chat.PRIVATE}
 
     query = update.callback_query
     if query is not None:

@@ -29,9 +29,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bot.config import Settings
 from handlers.identity import Identity
 from handlers.messages import Choice, Reply
+from handlers.ports import EngineSettings
 from handlers.texts import CANCEL_HINT, pick, tr
 
 CHOICE_PREFIX = "d:"
@@ -61,7 +61,7 @@ class Turn:
 
     session: Session
     identity: Identity
-    settings: Settings
+    settings: EngineSettings
     now: datetime
     text: str = ""
     #: The value of a pressed button meant for the current step (already decoded), if any.

@@ -16,6 +16,7 @@ from storage.models.directory import (
 from storage.models.knowledge import Chunk, Document, KnowledgeState
 from storage.models.outbox import ChannelToken, InboundMessage, OutboxMessage
 from storage.models.runtime import DialogState, ProcessedUpdate
+from storage.models.web import LoginToken, WebSession
 
 __all__ = [
     "LEVELS",
@@ -34,7 +35,9 @@ __all__ = [
     "Institution",
     "InviteCode",
     "KnowledgeState",
+    "LoginToken",
     "OutboxMessage",
     "ProcessedUpdate",
     "Staff",
+    "WebSession",
 ]

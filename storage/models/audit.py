@@ -27,6 +27,10 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(50), index=True)
     target: Mapped[str | None] = mapped_column(String(300), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Where the action came from: ``telegram``, ``wecom``, ``web``, ``cli``, ``system``.
+    channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    #: The client's network address (web requests), when known.
+    client_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     def __repr__(self) -> str:
         return f"AuditLog(at={self.at!r}, actor={self.actor!r}, action={self.action!r}, target={self.target!r})"

@@ -106,6 +106,9 @@ class Staff(Base):
     telegram_user_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
     phone: Mapped[str | None] = mapped_column(String(30), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: argon2 hash of a web password. Only admins may have one (the first admin signs in with it
+    #: before any chat channel is set up); everyone else signs in through their chat account.
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     institution: Mapped[Institution] = relationship(lazy="joined")
 
