@@ -138,6 +138,61 @@ def test_bootstrap_directory_import_is_idempotent(engine_ctx):
     assert "人员：新增 0，更新 0，未变 25" in import_sample_directory(engine_ctx)  # the template has it
 
 
+def test_sample_directory_seeding_leaves_admins_changes_alone(engine_ctx):
+    """``make run`` used to reset role changes made in chat on every start."""
+    from bot.cli_ops import import_sample_directory
+    from storage import repositories as repo
+
+    with engine_ctx.sessions.begin() as session:
+        repo.set_roles(session, repo.get_staff_by_code(session, "dr_wang_sy"), ["physician", "liaison"], actor="admin_sy")
+        repo.get_staff_by_code(session, "dr_zhao_sy").department = "急诊科"
+    import_sample_directory(engine_ctx)
+    with engine_ctx.sessions() as session:
+        assert repo.get_staff_by_code(session, "dr_wang_sy").roles == ["physician", "liaison"]
+        assert repo.get_staff_by_code(session, "dr_zhao_sy").department == "急诊科"
+
+
+def test_bootstrap_loads_samples_only_when_asked_and_only_once(cli_env, tmp_path):
+    plain = run("bootstrap")
+    assert plain.exit_code == 0 and "no sample data" in plain.stdout
+    assert "(no documents)" in run("docs", "list").stdout
+    assert "没有人员" in run("users", "list").stdout
+
+    first = run("bootstrap", "--samples")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.count("added") == 5 and "人员：新增 25" in first.stdout
+    # An admin publishes a newer version of a sample policy, then `make run` runs again.
+    title = run("docs", "list", "--json").stdout.split('"title": "')[1].split('"')[0]
+    newer = tmp_path / "newer.txt"
+    newer.write_text(f"{title}\n第一条 联席会议每月召开一次。\n", encoding="utf-8")
+    assert run("ingest", str(newer), "--title", title).exit_code == 0
+    again = run("bootstrap", "--samples")
+    assert again.exit_code == 0 and "seeded before" in again.stdout
+    listing = run("docs", "list").stdout
+    assert f"{title}\tv2" in listing
+    answer = run("ask", "联席会议多久召开一次？", "--json").stdout
+    assert "每月召开一次" in answer
+
+
+def test_bootstrap_refuses_sample_staff_beside_real_channels(cli_env, monkeypatch):
+    monkeypatch.setenv("YILIAN_TELEGRAM_TOKEN", "123:abc")
+    result = run("bootstrap", "--samples")
+    assert result.exit_code == 2 and "refusing to seed sample staff" in result.stderr
+
+
+def test_set_password_and_logout_from_the_cli(cli_env):
+    run("directory", "import", str(SAMPLE))
+    short = run("users", "set-password", "admin_sy", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "太短" in short.stderr
+    doctor = run("users", "set-password", "dr_wang_sy", "--password-stdin", input="a long enough secret\n")
+    assert doctor.exit_code == 1 and "只有管理员" in doctor.stderr
+    ok = run("users", "set-password", "admin_sy", "--password-stdin", input="a long enough secret\n")
+    assert ok.exit_code == 0 and "/login" in ok.stdout
+    out = run("users", "logout", "admin_sy")
+    assert out.exit_code == 0 and "0 session(s) ended" in out.stdout
+    assert run("users", "logout", "nobody").exit_code == 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,8 +233,15 @@ async def test_serve_runs_registered_channels_and_stops_them(app_context, direct
             async with http.get(url + "fake/callback") as res:
                 assert res.status == 200 and await res.text() == "fake channel"
             async with http.get(url) as res:
-                assert res.status == 200 and "医联助手" in await res.text()
-            async with http.post(url + "api/chat", json={"as": "dr_wang_sy", "text": "/whoami"}) as res:
+                assert res.status == 200 and "登录医联助手" in await res.text()  # not signed in yet
+            from storage import repositories as repo
+            from storage import signin
+
+            with ctx.sessions.begin() as session:  # as a one-time link would have made it
+                web_session = signin.create_session(session, repo.get_staff_by_code(session, "dr_wang_sy"),
+                                                    method="link")
+            headers = {"X-CSRF-Token": web_session.csrf_token, "Cookie": f"yilian_session={web_session.token}"}
+            async with http.post(url + "api/chat", json={"text": "/whoami"}, headers=headers) as res:
                 assert "王思远" in (await res.json())["replies"][0]["text"]
         assert events == ["start"]
     finally:
@@ -187,6 +249,40 @@ async def test_serve_runs_registered_channels_and_stops_them(app_context, direct
         await asyncio.wait_for(task, 20)
         ctx.close()
     assert events == ["start", "stop"]
+
+
+def serve_env(tmp_path, **values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_")}
+    env.update(YILIAN_DATA_DIR=str(tmp_path / "var"), **values)
+    return env
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    ({"YILIAN_HTTP_HOST": "0.0.0.0"}, "loopback"),
+    ({"YILIAN_WECOM_CORP_ID": "ww123"}, "chat channels configured (wecom)"),
+    ({"YILIAN_TELEGRAM_TOKEN": "123:abc"}, "chat channels configured (telegram)"),
+])
+def test_demo_mode_refuses_to_serve_beyond_this_machine(tmp_path, values, why):
+    env = serve_env(tmp_path, YILIAN_DEMO="true", YILIAN_HTTP_PORT=str(free_port()), **values)
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", "serve"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert why in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_busy_port_is_one_clear_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = serve_env(tmp_path, YILIAN_HTTP_PORT=str(port))
+        proc = subprocess.run([sys.executable, "-m", "bot.cli", "serve"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("✗")]
+    assert errors == [errors[0]] and "already in use" in errors[0] and str(port) in errors[0]
 
 
 def test_yilian_serve_answers_health_checks_and_stops_on_sigterm(tmp_path):
