@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         description="Public base URL behind a proxy, e.g. https://yilian.example.org; its host is accepted "
                     "and sign-in links point there.",
     )
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1", "::1"],
+        description="Addresses or networks of the reverse proxy whose X-Real-IP names the client (audit log).",
+    )
     login_link_ttl_minutes: int = Field(default=10, ge=1, le=60)
     session_ttl_hours: int = Field(default=12, ge=1, le=24 * 14)
 

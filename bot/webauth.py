@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import secrets
@@ -88,14 +89,27 @@ def allowed_hosts(settings: Settings) -> frozenset[str]:
     return frozenset(hosts)
 
 
+def _trusted_proxy(peer: str | None, trusted: list[str]) -> bool:
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+        return any(address in ipaddress.ip_network(net, strict=False) for net in trusted)
+    except ValueError:
+        return False
+
+
 def client_address(request: web.Request) -> str | None:
-    """The peer's address. Behind the reverse proxy (``public_url`` set and the peer on loopback)
-    the proxy's ``X-Real-IP`` is taken; a client elsewhere cannot set it."""
+    """The peer's address; when the peer is a trusted reverse proxy (``YILIAN_TRUSTED_PROXIES``),
+    the client address it reports in ``X-Real-IP``. Nobody else can set it."""
     peer = request.remote
-    if peer in ("127.0.0.1", "::1") and request.app[AUTH_CTX_KEY].settings.public_url:
+    if _trusted_proxy(peer, request.app[AUTH_CTX_KEY].settings.trusted_proxies):
         forwarded = request.headers.get("X-Real-IP", "").strip()
         if forwarded and len(forwarded) <= 64:
-            return forwarded
+            try:
+                return str(ipaddress.ip_address(forwarded))
+            except ValueError:
+                pass
     return peer
 
 

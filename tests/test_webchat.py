@@ -520,3 +520,21 @@ async def test_not_ready_when_the_database_is_unreachable(tmp_path, app_context)
         res = await c.get("/readyz")
         assert res.status == 503 and "database" in (await res.json())["reason"]
     ctx.close()
+
+
+async def test_the_audit_address_comes_from_a_trusted_proxy_only(client, engine, engine_ctx, bound_telegram):
+    token = login_link_for(engine, bound_telegram)
+    page = await (await client.get(f"/login/{token}")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    await client.post(f"/login/{token}", data={"csrf": csrf}, headers={"X-Real-IP": "203.0.113.9"},
+                      allow_redirects=False)
+    with engine_ctx.sessions() as session:
+        assert repo.audit_entries(session, action="login", limit=1)[0].client_address == "203.0.113.9"
+    engine_ctx.settings.trusted_proxies = []  # the peer (127.0.0.1) is not a proxy of ours any more
+    token = login_link_for(engine, bound_telegram)
+    page = await (await client.get(f"/login/{token}")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    await client.post(f"/login/{token}", data={"csrf": csrf}, headers={"X-Real-IP": "203.0.113.9"},
+                      allow_redirects=False)
+    with engine_ctx.sessions() as session:
+        assert repo.audit_entries(session, action="login", limit=1)[0].client_address == "127.0.0.1"
