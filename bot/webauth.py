@@ -6,7 +6,8 @@ Three layers, added by ``setup_webauth``:
   this server's own (loopback names, the configured bind address, the hosts of
   ``YILIAN_PUBLIC_URL`` and of the Telegram webhook URL) — a DNS-rebinding page gets 421; a
   state-changing request with a foreign ``Origin`` gets 403; every response carries
-  ``Referrer-Policy: no-referrer`` (a login link must not leak through ``Referer``),
+  ``Referrer-Policy: same-origin`` (a login link never leaks to another site through ``Referer``,
+  while our own forms still carry a real ``Origin``),
   ``X-Frame-Options`` and ``nosniff``.
 * the session: an ``HttpOnly``, ``SameSite=Lax`` cookie (``Secure`` behind TLS) naming a row of
   ``web_sessions``; ``request_session`` resolves it, ``require_session`` also checks the CSRF
@@ -140,7 +141,7 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
                 return _refuse(403, "拒绝跨站请求。请直接在医联助手的页面中操作。",
                                "Cross-site request refused. Please use the assistant's own page.")
     response = await handler(request)
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response

@@ -108,7 +108,7 @@ async def test_page_is_served_self_contained_and_in_chinese(demo_client):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # no CDN or external assets
     assert "viewport" in html  # mobile-friendly
     assert "default-src 'self'" in res.headers["Content-Security-Policy"]
-    assert res.headers["Referrer-Policy"] == "no-referrer"
+    assert res.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_page_never_renders_server_text_as_html():
