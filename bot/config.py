@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         default=25, ge=1, le=30, description="Messages per member per minute (WeCom drops more than 30)."
     )
 
+    # --- abuse limits (per user, every channel) ---------------------------------------------------
+    rate_limit_per_minute: int = Field(default=20, ge=0, description="Sustained messages per minute per user; 0 = off.")
+    rate_limit_burst: int = Field(default=8, ge=1, description="Messages a user may send back to back.")
+    rate_limit_queue_cap: int = Field(default=10, ge=0, description="A user's unanswered messages kept; 0 = no cap.")
+
     # --- behaviour ------------------------------------------------------------------------------
     dialog_ttl_minutes: int = 60
     invite_ttl_hours: int = 72

@@ -8,28 +8,51 @@ transactions, not 200). A duplicate
 delivery (WeCom retries after 5 s, three times in all) finds its claim taken and is only
 acknowledged again.
 
+Per-user rate limits (``bot.ratelimit.RatePolicy``) are decided in the same transaction from the
+user's rows in this table, so that they hold across all workers (any callback may reach any
+worker). A message over the limit is stored as a *notice row* — external id ``rl:<key>``,
+``ClaimedInbound.rate_limited``: the channel answers it with the polite "too fast" text instead of
+running the engine — the first time after the user's last accepted message, and is dropped
+otherwise (only its dedupe claim is kept, so a redelivery is not answered later either). On SQLite
+the check and the insert run under the database's write lock; on PostgreSQL, workers accepting the
+same user's messages at the very same moment may each let one more through.
+
 Processing claims a row with a lease (``locked_until``); ``finish`` queues the replies in the
 outbox *and* marks the row done in one transaction, so a reply is queued exactly once even if the
 row is processed again after a crash (the outbox dedupe keys derive from the row's external id).
+
+``Housekeeping`` deletes what is no longer needed (old dedupe claims, answered inbound rows, sent
+and failed outbox rows); each channel runs it from its recovery loop, at most once an hour.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.outbox import enqueue_many
+from bot.outbox import OutboxStore, enqueue_many
+from bot.ratelimit import Decision, RatePolicy
 from storage.models import InboundMessage, ProcessedUpdate
-from storage.repositories import claim_update
+from storage.repositories import claim_update, prune_processed_updates
 from storage.types import as_utc, utcnow
+
+log = logging.getLogger(__name__)
 
 _T = InboundMessage.__table__
 _PU = ProcessedUpdate.__table__
+
+#: External id prefix of a row that stands for a message over its user's rate limit.
+RATE_LIMIT_PREFIX = "rl:"
+_ACTIVE = ("pending", "processing")
 
 
 @dataclass(frozen=True)
@@ -47,15 +70,35 @@ class ClaimedInbound:
     payload: dict[str, Any]
     attempts: int
 
+    @property
+    def rate_limited(self) -> bool:
+        """The message was over its user's rate limit: answer the notice, not the message."""
+        return self.external_id.startswith(RATE_LIMIT_PREFIX)
+
+
+@dataclass
+class _UserHistory:
+    #: Creation times of the user's accepted messages, in seconds relative to "now".
+    accepted: list[float] = field(default_factory=list)
+    pending: int = 0
+    warned: bool = False
+
 
 class InboxStore:
-    def __init__(self, sessions: sessionmaker[Session], channel: str) -> None:
+    def __init__(self, sessions: sessionmaker[Session], channel: str, *,
+                 rate_policy: RatePolicy | None = None) -> None:
         self.sessions = sessions
         self.channel = channel
+        #: None (or a disabled policy): every new message is accepted.
+        self.rate_policy = rate_policy
+        #: Messages of this process answered with the notice / dropped by the rate limit.
+        self.rate_limit_counts: dict[str, int] = {"warn": 0, "drop": 0}
 
     def accept_batch(self, items: list[NewInbound], *, lease_s: float,
                      now: datetime | None = None) -> list[int | None]:
-        """Store new inbound messages; per item the row id, or None for a duplicate.
+        """Store new inbound messages; per item the row id, or None for a duplicate or a message
+        dropped by the rate limit (a message answered with the rate-limit notice gets the id of
+        its notice row).
 
         The dedupe claims are the ``processed_updates`` rows that ``claim_update`` writes (same
         table, same keys), inserted here with one statement for the whole batch: a burst of
@@ -78,34 +121,87 @@ class InboxStore:
             for item in items:
                 if item.external_id in claimed and item.external_id not in fresh:
                     fresh[item.external_id] = item
+            decisions = self._rate_decisions(session, list(fresh.values()), now)
+            rows_in = {key: self._row(item, decisions.get(key, "ok"), lease_s, now)
+                       for key, item in fresh.items() if decisions.get(key) != "drop"}
             ids: dict[str, int] = {}
-            if fresh:
-                rows = session.execute(
-                    insert(_T).returning(_T.c.id, _T.c.external_id),
-                    [{"channel": self.channel, "external_id": i.external_id, "user_key": i.user_key,
-                      "payload": i.payload, "status": "pending", "attempts": 0,
-                      "locked_until": now + timedelta(seconds=lease_s), "created_at": now}
-                     for i in fresh.values()],
-                )
-                ids = {r.external_id: r.id for r in rows}
-        out: list[int | None] = []
-        for item in items:  # the first of several copies in one batch gets the row
-            out.append(ids.pop(item.external_id, None))
-        return out
+            if rows_in:
+                key_of = {row["external_id"]: key for key, row in rows_in.items()}
+                rows = session.execute(insert(_T).returning(_T.c.id, _T.c.external_id), list(rows_in.values()))
+                ids = {key_of[r.external_id]: r.id for r in rows}
+        # the first of several copies in one batch gets the row
+        return [ids.pop(item.external_id, None) for item in items]
 
     def _accept_one_by_one(self, session: Session, items: list[NewInbound], lease_s: float,
                            now: datetime) -> list[int | None]:  # pragma: no cover - other databases
-        out: list[int | None] = []
-        for item in items:
-            if not claim_update(session, self.channel, item.external_id, now=now):
-                out.append(None)
+        fresh = [item for item in items if claim_update(session, self.channel, item.external_id, now=now)]
+        decisions = self._rate_decisions(session, fresh, now)
+        ids: dict[str, int] = {}
+        for item in fresh:
+            decision = decisions.get(item.external_id, "ok")
+            if decision == "drop":
                 continue
-            row = InboundMessage(channel=self.channel, external_id=item.external_id, user_key=item.user_key,
-                                 payload=item.payload, status="pending", attempts=0,
-                                 locked_until=now + timedelta(seconds=lease_s), created_at=now)
+            row = InboundMessage(**self._row(item, decision, lease_s, now))
             session.add(row)
             session.flush()
-            out.append(row.id)
+            ids[item.external_id] = row.id
+        return [ids.pop(item.external_id, None) for item in items]
+
+    def _row(self, item: NewInbound, decision: Decision, lease_s: float, now: datetime) -> dict[str, Any]:
+        external_id = RATE_LIMIT_PREFIX + item.external_id if decision == "warn" else item.external_id
+        return {"channel": self.channel, "external_id": external_id, "user_key": item.user_key,
+                "payload": item.payload, "status": "pending", "attempts": 0,
+                "locked_until": now + timedelta(seconds=lease_s), "created_at": now}
+
+    def _histories(self, session: Session, users: list[str], since: datetime, now: datetime) -> dict[str, _UserHistory]:
+        """Per user: accepted messages since ``since``, unprocessed messages, and whether a notice
+        was queued after the last accepted message."""
+        out: dict[str, _UserHistory] = {}
+        cols = (_T.c.id, _T.c.user_key, _T.c.external_id, _T.c.status, _T.c.created_at)
+        for start in range(0, len(users), 200):
+            # Both parts use the (status, locked_until) index: unprocessed rows, and rows done
+            # recently (a done row's locked_until is when it was finished, after its creation).
+            # ``channel || ''`` keeps SQLite from walking all of the channel's rows by the
+            # (channel, external_id) index instead.
+            base = select(*cols).where((_T.c.channel + "") == self.channel,
+                                       _T.c.user_key.in_(users[start : start + 200]))
+            stmt = union_all(base.where(_T.c.status.in_(_ACTIVE)),
+                             base.where(_T.c.status == "done", _T.c.locked_until >= since))
+            for r in sorted(session.execute(stmt), key=lambda r: r.id):
+                h = out.setdefault(r.user_key, _UserHistory())
+                if r.external_id.startswith(RATE_LIMIT_PREFIX):
+                    h.warned = True
+                    continue
+                h.warned = False
+                if r.status in _ACTIVE:
+                    h.pending += 1
+                created = as_utc(r.created_at)
+                if created >= since:
+                    h.accepted.append((created - now).total_seconds())
+        return out
+
+    def _rate_decisions(self, session: Session, fresh: list[NewInbound], now: datetime) -> dict[str, Decision]:
+        """The messages (by external id) that are over their user's limit: ``warn`` or ``drop``.
+        Decided in arrival order, a batch's earlier messages counting for the later ones."""
+        policy = self.rate_policy
+        if policy is None or not policy.enabled or not fresh:
+            return {}
+        histories = self._histories(session, sorted({item.user_key for item in fresh}),
+                                    now - timedelta(seconds=policy.lookback_s), now)
+        out: dict[str, Decision] = {}
+        for item in fresh:
+            h = histories.setdefault(item.user_key, _UserHistory())
+            decision = policy.decide(h.accepted, 0.0, pending=h.pending, warned=h.warned)
+            if decision == "ok":
+                h.accepted.append(0.0)
+                h.pending += 1
+                h.warned = False
+                continue
+            out[item.external_id] = decision
+            h.warned = True
+            self.rate_limit_counts[decision] += 1
+            log.info("%s message %s is over its user's rate limit: %s", self.channel, item.external_id,
+                     "notice queued" if decision == "warn" else "dropped", extra={"user": item.user_key})
         return out
 
     def _claim(self, session: Session, condition: Any, lease_s: float, now: datetime) -> list[ClaimedInbound]:
@@ -130,8 +226,7 @@ class InboxStore:
         with self.sessions.begin() as session:
             due = (
                 select(_T.c.id)
-                .where(_T.c.channel == self.channel, _T.c.status.in_(("pending", "processing")),
-                       _T.c.locked_until <= now)
+                .where(_T.c.channel == self.channel, _T.c.status.in_(_ACTIVE), _T.c.locked_until <= now)
                 .order_by(_T.c.id).limit(limit)
             )
             if session.get_bind().dialect.name == "postgresql":
@@ -149,8 +244,9 @@ class InboxStore:
         now = as_utc(now) if now else utcnow()
         with self.sessions.begin() as session:
             # The message itself is not kept once answered (it may name patients): only its key.
-            done = session.execute(update(_T).where(self._mine(row)).values(status="done", processed_at=now,
-                                                                             last_error=None, payload={}))
+            # locked_until = now: the lease is over, and the rate limit finds recent rows by it.
+            done = session.execute(update(_T).where(self._mine(row)).values(
+                status="done", processed_at=now, locked_until=now, last_error=None, payload={}))
             if done.rowcount != 1:  # another worker took the row over (our lease ran out)
                 return False
             enqueue_many(session, self.channel, row.user_key, payloads, f"{self.channel}:{row.external_id}", now=now)
@@ -172,11 +268,63 @@ class InboxStore:
             return int(result.rowcount or 0)
 
     def counts(self) -> dict[str, int]:
-        from sqlalchemy import func
-
         with self.sessions() as session:
             stmt = select(_T.c.status, func.count()).where(_T.c.channel == self.channel).group_by(_T.c.status)
             return {s: int(n) for s, n in session.execute(stmt)}
 
 
-__all__ = ["ClaimedInbound", "InboxStore", "NewInbound"]
+@dataclass
+class Housekeeping:
+    """Periodic deletion of a channel's finished state: dedupe claims (``processed_updates``, all
+    channels) older than ``keep_updates_days``, answered inbound rows older than
+    ``keep_inbound_days`` and sent or failed outbox rows older than ``keep_outbox_days``.
+
+    ``await maybe_run()`` from a loop that ticks often: it runs at once the first time, then at
+    most every ``interval_s`` (per process; several workers doing it is harmless). Each step is one
+    indexed ``DELETE``, cheap when there is nothing to delete."""
+
+    sessions: sessionmaker[Session]
+    channel: str
+    keep_updates_days: float = 7.0
+    keep_inbound_days: float = 7.0
+    keep_outbox_days: float = 30.0
+    interval_s: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
+    #: Rows deleted by the last run, and how many runs so far (tests, status pages).
+    last: dict[str, int] = field(default_factory=dict)
+    runs: int = 0
+
+    def __post_init__(self) -> None:
+        self._next_at: float | None = None
+
+    def due(self) -> bool:
+        return self._next_at is None or self.clock() >= self._next_at
+
+    def run(self, now: datetime | None = None) -> dict[str, int]:
+        """Prune now (synchronous; call it in a thread from async code)."""
+        now = as_utc(now) if now else utcnow()
+        with self.sessions.begin() as session:
+            updates = prune_processed_updates(session, older_than=timedelta(days=self.keep_updates_days), now=now)
+        inbound = InboxStore(self.sessions, self.channel).prune(older_than=timedelta(days=self.keep_inbound_days),
+                                                                now=now)
+        outbox = OutboxStore(self.sessions).prune(older_than=timedelta(days=self.keep_outbox_days), now=now,
+                                                  channel=self.channel)
+        self.last = {"processed_updates": updates, "inbound": inbound, "outbox": outbox}
+        self.runs += 1
+        if updates or inbound or outbox:
+            log.info("%s housekeeping: old rows deleted", self.channel, extra=self.last)
+        return self.last
+
+    async def maybe_run(self) -> dict[str, int] | None:
+        """Prune if due; None when it was not (errors are logged, and retried next interval)."""
+        if not self.due():
+            return None
+        self._next_at = self.clock() + self.interval_s
+        try:
+            return await asyncio.to_thread(self.run)
+        except Exception:
+            log.exception("%s housekeeping failed", self.channel)
+            return None
+
+
+__all__ = ["RATE_LIMIT_PREFIX", "ClaimedInbound", "Housekeeping", "InboxStore", "NewInbound"]

@@ -22,6 +22,10 @@ order. The pieces:
 A transport sees ``OutboxItem.attempts`` (1 on the first try) so that it can ask the platform to
 drop duplicates on retries (WeCom ``enable_duplicate_check``): a send that reached the platform but
 whose answer was lost is then not delivered twice.
+
+Once a row is sent (or given up), its message body is dropped (``redacted_payload``): replies carry
+one-time binding codes, login links and quotes about patients, and the row itself is kept for a
+month as a delivery record only. Old rows are deleted by the channels' ``bot.inbox.Housekeeping``.
 """
 
 from __future__ import annotations
@@ -85,6 +89,12 @@ def enqueue_many(session: Session, channel: str, recipient: str, payloads: Seque
     Returns how many were new (0 when the answer had been queued already)."""
     now = as_utc(now) if now else utcnow()
     return sum(enqueue(session, channel, recipient, p, f"{key_prefix}:{i}", now=now) for i, p in enumerate(payloads))
+
+
+def redacted_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What a sent or failed row keeps of its payload: the message type only, no content."""
+    kept = {k: payload[k] for k in ("msgtype", "kind") if isinstance(payload.get(k), str)}
+    return {**kept, "redacted": True}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -174,8 +184,9 @@ class OutboxStore:
         return ok
 
     def mark_sent(self, item: OutboxItem, *, note: str | None = None, now: datetime | None = None) -> bool:
+        """Record the delivery; the message body is not kept (``redacted_payload``)."""
         return self._finish(item, status="sent", sent_at=as_utc(now) if now else utcnow(),
-                            last_error=(note[:500] if note else None))
+                            last_error=(note[:500] if note else None), payload=redacted_payload(item.payload))
 
     def mark_retry(self, item: OutboxItem, delay_s: float, error: str, *, now: datetime | None = None) -> bool:
         now = as_utc(now) if now else utcnow()
@@ -183,7 +194,8 @@ class OutboxStore:
                             last_error=error[:500])
 
     def mark_failed(self, item: OutboxItem, error: str) -> bool:
-        return self._finish(item, status="failed", last_error=error[:500])
+        """Give the row up for good; its message body is not kept either."""
+        return self._finish(item, status="failed", last_error=error[:500], payload=redacted_payload(item.payload))
 
     def next_due(self, channels: Iterable[str] | None = None) -> datetime | None:
         """When the earliest pending or leased row becomes claimable (None: nothing queued)."""
@@ -201,14 +213,15 @@ class OutboxStore:
         with self.sessions() as session:
             return {status: int(n) for status, n in session.execute(stmt)}
 
-    def prune(self, *, older_than: timedelta = timedelta(days=30), now: datetime | None = None) -> int:
-        """Delete sent and failed rows older than ``older_than``."""
+    def prune(self, *, older_than: timedelta = timedelta(days=30), now: datetime | None = None,
+              channel: str | None = None) -> int:
+        """Delete sent and failed rows older than ``older_than`` (of one channel, or of all)."""
         now = as_utc(now) if now else utcnow()
+        stmt = delete(_T).where(_T.c.status.in_(("sent", "failed")), _T.c.created_at < now - older_than)
+        if channel is not None:
+            stmt = stmt.where(_T.c.channel == channel)
         with self.sessions.begin() as session:
-            result = session.execute(
-                delete(_T).where(_T.c.status.in_(("sent", "failed")), _T.c.created_at < now - older_than)
-            )
-            return int(result.rowcount or 0)
+            return int(session.execute(stmt).rowcount or 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +259,7 @@ class OutboxOptions:
     #: A message still undelivered after this long is given up (status ``failed``).
     max_age_s: float = 24 * 3600.0
     max_attempts: int = 200
-    #: Rows sent/failed longer ago than this are deleted by the sender now and then.
+    #: Rows sent/failed longer ago than this are deleted (by the channel's ``bot.inbox.Housekeeping``).
     keep_days: float = 30.0
 
 
@@ -260,7 +273,6 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._last_prune: float = 0.0
 
     @property
     def channels(self) -> list[str]:
@@ -299,7 +311,6 @@ class OutboxSender:
         return len(items)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
             try:
@@ -311,12 +322,6 @@ class OutboxSender:
                 break
             if claimed:
                 continue
-            if loop.time() - self._last_prune > 3600:
-                self._last_prune = loop.time()
-                try:
-                    await asyncio.to_thread(self.store.prune, older_than=timedelta(days=self.options.keep_days))
-                except Exception:  # pragma: no cover - housekeeping only
-                    log.exception("outbox prune failed")
             timeout = self.options.poll_interval_s
             try:
                 due = await asyncio.to_thread(self.store.next_due, self.channels)
@@ -376,4 +381,5 @@ __all__ = [
     "Transport",
     "enqueue",
     "enqueue_many",
+    "redacted_payload",
 ]

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from bot.context import AppContext
+from bot.ratelimit import RateLimiter, looks_english, rate_limit_notice
 from bot.webauth import WebUser, client_address, request_session, require_session
 from handlers.engine import MAX_TEXT_CHARS, ConversationEngine
 from handlers.messages import Attachment, Incoming, Reply
@@ -40,6 +41,7 @@ DEMO_BANNER = ('<div class="demo" role="note">演示模式 · 可任选示例身
 
 WEB_ENGINE_KEY: web.AppKey[ConversationEngine] = web.AppKey("webchat_engine", ConversationEngine)
 WEB_CTX_KEY: web.AppKey[AppContext] = web.AppKey("webchat_ctx", AppContext)
+WEB_LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("webchat_limiter", RateLimiter)
 
 
 _dumps = partial(json.dumps, ensure_ascii=False)
@@ -136,6 +138,16 @@ async def identities(request: web.Request) -> web.Response:
     return _json({"identities": people})
 
 
+def _over_limit(request: web.Request, user: WebUser, text: str = "") -> web.Response | None:
+    """The same per-user limit as in WeCom and Telegram: one polite notice, then empty 429s."""
+    decision = request.app[WEB_LIMITER_KEY].check("web", user.user_key)
+    if decision == "ok":
+        return None
+    if decision == "warn":
+        return _json({"replies": [{"text": rate_limit_notice(looks_english(text)), "choices": []}]}, status=429)
+    return web.Response(status=429)
+
+
 def _incoming(user: WebUser, request: web.Request, **fields: Any) -> Incoming:
     return Incoming(channel="web", user_key=user.user_key, client_address=client_address(request), **fields)
 
@@ -164,6 +176,9 @@ async def chat(request: web.Request) -> web.Response:
         return _error(f"消息太长了（最多 {MAX_TEXT_CHARS} 个字），请精简后再发送。")
     if choice is not None and len(choice.encode("utf-8")) > 64:
         return _error("按钮选项格式不正确。")
+    limited = _over_limit(request, user, text)
+    if limited is not None:
+        return limited
     incoming = _incoming(user, request, text=text, choice=choice or None)
     replies = await asyncio.to_thread(engine.handle, incoming)
     return _json({"replies": [reply_json(r) for r in replies]})
@@ -180,6 +195,9 @@ async def upload(request: web.Request) -> web.Response:
         return user
     if not user.is_admin:
         return _error("抱歉，只有管理员可以上传政策文件。", status=403)
+    limited = _over_limit(request, user)
+    if limited is not None:
+        return limited
     limit = ctx.settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         return _error(f"文件过大：最大 {limit // (1024 * 1024)} MB。", status=413)
@@ -208,6 +226,7 @@ async def upload(request: web.Request) -> web.Response:
 def setup_webchat(app: web.Application, ctx: AppContext, engine: ConversationEngine) -> None:
     app[WEB_CTX_KEY] = ctx
     app[WEB_ENGINE_KEY] = engine
+    app[WEB_LIMITER_KEY] = RateLimiter.from_settings(ctx.settings)
     app.router.add_get("/", index)
     app.router.add_get("/api/session", session_info)
     app.router.add_get("/api/identities", identities)

@@ -12,11 +12,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\d)")
-# 18-digit resident ID (last char may be X) or legacy 15-digit ID.
-_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])")
+#: Numbers are only recognised between non-alphanumeric boundaries (CJK text, punctuation, spaces,
+#: the ends of the string): digits inside a hex digest (``…a13912345678b…``), a longer number or an
+#: identifier (``user_13912345678``) are left alone.
+_B = r"(?<![0-9A-Za-z_])"
+_E = r"(?![0-9A-Za-z_])"
+_MOBILE_RE = re.compile(_B + r"(?:\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})" + _E)
+# 18-digit resident ID (last char may be X) or legacy 15-digit ID, with a plausible birth date
+# (a bare 15- or 18-digit identifier without one is not an ID number).
+_MMDD = r"(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+_ID_RE = re.compile(_B + r"(\d{6}(?:18|19|20)\d{2}" + _MMDD + r"\d{3}[\dXx]|\d{8}" + _MMDD + r"\d{3})" + _E)
 # Landline with area code: 0838-2412345, (0438)6123456, 0438 6123456.
-_LANDLINE_RE = re.compile(r"(?<!\d)\(?(0\d{2,3})\)?[- ]?(\d{7,8})(?!\d)")
+_LANDLINE_RE = re.compile(_B + r"\(?(0\d{2,3})\)?[- ]?(\d{7,8})" + _E)
+#: Keys of identifiers: integers under them are never masked (``msg_id``, ``telegram_user_id``).
+_ID_KEY_RE = re.compile(r"ids?$")
 
 #: Keys whose values are always masked (compared case-insensitively, ignoring "_" and "-").
 SENSITIVE_PHONE_KEYS = frozenset({"phone", "mobile", "tel", "telephone", "手机", "手机号", "电话", "联系电话", "联系方式"})
@@ -81,8 +90,8 @@ def scrub(value: Any, _key: object = None) -> Any:
         return mask_id_number(str(value))
     if isinstance(value, str):
         return scrub_text(value)
-    if isinstance(value, int) and len(str(abs(value))) in (11, 15, 18):
-        # A bare number of phone/ID length under an innocent key: mask it as text would be.
+    if isinstance(value, int) and len(str(abs(value))) in (11, 15, 18) and not (key and _ID_KEY_RE.search(key)):
+        # A bare number of phone/ID length under an innocent key (not an id): mask it as text would be.
         masked = scrub_text(str(value))
         return value if masked == str(value) else masked
     return value

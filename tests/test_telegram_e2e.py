@@ -508,3 +508,27 @@ async def test_yilian_serve_starts_the_telegram_plugin_and_stops_cleanly(fake, m
         await asyncio.wait_for(task, 10)
     assert time.monotonic() - started < 3
     assert float(fake.calls_of("getUpdates")[0]["timeout"]) == 25
+
+
+async def test_a_started_channel_prunes_old_rows_periodically(fake, make_ctx, engine_for):
+    """Old dedupe claims, answered updates and sent replies are deleted by the running channel."""
+    from datetime import timedelta
+
+    from storage.models import ProcessedUpdate
+    from storage.types import utcnow
+
+    ctx = make_ctx()
+    now = utcnow()
+    with ctx.sessions.begin() as s:
+        for tag, age in (("old", timedelta(days=31)), ("new", timedelta(hours=1))):
+            s.add(ProcessedUpdate(channel="telegram", external_id=f"hk-{tag}", at=now - age))
+            s.add(InboundMessage(channel="telegram", external_id=f"hk-{tag}", user_key="1", payload={},
+                                 status="done", attempts=1, locked_until=now - age, created_at=now - age))
+            s.add(OutboxMessage(channel="telegram", recipient="1", payload={"redacted": True}, dedupe_key=f"hk-{tag}",
+                                status="sent", attempts=1, next_attempt_at=now - age, created_at=now - age,
+                                sent_at=now - age))
+    async with serve(ctx, engine_for(ctx), fast_options(housekeeping_interval_s=0.3)) as (_url, channel):
+        await fake.wait_for(lambda: channel.housekeeping.runs >= 2)
+        assert channel.housekeeping.runs < 10
+    for model in (ProcessedUpdate, InboundMessage, OutboxMessage):
+        assert _count(ctx, model) == 1, model  # the old row is gone, its recent twin kept

@@ -52,7 +52,7 @@ class Browser:
     async def say(self, payload: dict | None = None, **fields) -> tuple[int, dict]:
         headers = {"X-CSRF-Token": self.csrf} if self.csrf else {}
         res = await self.request("POST", "/api/chat", json={**(payload or {}), **fields}, headers=headers)
-        return res.status, await res.json()
+        return res.status, (await res.json() if res.content_type == "application/json" else {})
 
 
 @pytest.fixture
@@ -538,3 +538,15 @@ async def test_the_audit_address_comes_from_a_trusted_proxy_only(client, engine,
                       allow_redirects=False)
     with engine_ctx.sessions() as session:
         assert repo.audit_entries(session, action="login", limit=1)[0].client_address == "127.0.0.1"
+
+
+async def test_a_flood_from_one_browser_gets_one_notice_then_silence(demo_client, engine_ctx):
+    browser = Browser(demo_client)
+    await browser.demo_login("guest")
+    statuses, notices = [], 0
+    for i in range(30):
+        status, data = await browser.say(text="取消" if i % 2 else "帮助")
+        statuses.append(status)
+        notices += sum("发送得太快" in r["text"] for r in data.get("replies", [])) if isinstance(data, dict) else 0
+    assert statuses[:8] == [200] * 8  # a burst is fine
+    assert 429 in statuses and notices == 1, (str(statuses), notices)

@@ -439,3 +439,37 @@ async def test_serve_discovers_the_wecom_plugin(fake, make_ctx, engine_for):
         await fake.wait_delivered("stranger02", 1)
     finally:
         await runner.cleanup()
+
+
+def _old_and_new_rows(ctx, channel: str) -> None:
+    """A week-old dedupe claim, an answered inbound row and a month-old sent outbox row, each
+    with a recent twin that must survive."""
+    from storage.models import ProcessedUpdate
+
+    now = utcnow()
+    with ctx.sessions.begin() as s:
+        for tag, age in (("old", timedelta(days=31)), ("new", timedelta(hours=1))):
+            s.add(ProcessedUpdate(channel=channel, external_id=f"hk-{tag}", at=now - age))
+            s.add(InboundMessage(channel=channel, external_id=f"hk-{tag}", user_key="u", payload={}, status="done",
+                                 attempts=1, locked_until=now - age, created_at=now - age))
+            s.add(OutboxMessage(channel=channel, recipient="u", payload={"redacted": True}, dedupe_key=f"hk-{tag}",
+                                status="sent", attempts=1, next_attempt_at=now - age, created_at=now - age,
+                                sent_at=now - age))
+
+
+async def test_a_started_channel_prunes_old_rows_periodically(fake, make_ctx, engine_for):
+    from storage.models import ProcessedUpdate
+
+    ctx = make_ctx()
+    _old_and_new_rows(ctx, "wecom")
+    async with serve_app(ctx, engine_for(ctx), fast_options(housekeeping_interval_s=0.3)) as (url, channel):
+        await fake.wait_for(lambda: channel.housekeeping.runs >= 1)
+        assert channel.housekeeping.last == {"processed_updates": 1, "inbound": 1, "outbox": 1}
+        for model in (ProcessedUpdate, InboundMessage, OutboxMessage):
+            assert _count(ctx, model) == 1, model  # the recent twin is kept
+        await fake.wait_for(lambda: channel.housekeeping.runs >= 2)  # and again after the interval
+    # production default: once an hour per process
+    async with serve_app(ctx, engine_for(ctx), fast_options()) as (url, channel):
+        await fake.wait_for(lambda: channel.housekeeping.runs == 1)
+        await asyncio.sleep(0.5)  # several recovery ticks
+        assert channel.housekeeping.runs == 1 and channel.housekeeping.interval_s == 3600

@@ -23,6 +23,15 @@ Sending. The outbox sender (``bot.outbox``) delivers the payloads through
 ``bot.telegram.transport`` — in order per chat, surviving flood limits (``RetryAfter``), network
 errors and restarts.
 
+Rate limits (``bot.ratelimit.RatePolicy``, from settings), per chat (= per user in a private chat):
+decided when an update is stored, from the chat's rows in the database (so across workers). The
+first update over the limit is answered with the polite notice "您发送得太快了，请稍后再试。"
+(English for users whose Telegram language is English), the next ones are dropped until the chat's
+allowance is back.
+
+Housekeeping (``bot.inbox.Housekeeping``: old dedupe claims, answered inbound rows, sent outbox
+rows) runs in the recovery loop, at once and then every ``housekeeping_interval_s``.
+
 Start-up never fails because Telegram is unreachable: ``start`` boots in the background and retries
 with back-off (an invalid token is logged and ends the attempts).
 """
@@ -46,9 +55,10 @@ from telegram import CallbackQuery, Update
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
-from bot.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
+from bot.ratelimit import RATE_LIMITED_EN, RATE_LIMITED_ZH, RatePolicy
 from bot.telegram.inbound import ALLOWED_UPDATES, Action, chat_key, classify, english
 from bot.telegram.render import render_replies
 from bot.telegram.transport import TelegramTransport, redact
@@ -68,6 +78,7 @@ FILE_TYPE = ("暂不支持“{name}”这种文件类型。请发送 PDF、DOCX�
              "Files like \"{name}\" are not supported. Please send policy documents as PDF, DOCX, TXT or MD.")
 FILE_TOO_LARGE = ("文件过大（超过 {mb} MB），请拆分或压缩后再发送。",
                   "The file is too large (over {mb} MB). Please split or compress it and send it again.")
+RATE_LIMITED = (RATE_LIMITED_ZH, RATE_LIMITED_EN)
 FILE_DOWNLOAD_FAILED = ("文件下载失败，请稍后重新发送。", "The file could not be downloaded. Please send it again later.")
 
 
@@ -94,6 +105,13 @@ class TelegramOptions:
     #: Engine calls running at once (each in a thread).
     max_concurrent: int = 4
     webhook_max_connections: int = 40
+    #: Processed inbound rows and dedupe claims are deleted after this many days.
+    keep_inbound_days: float = 7.0
+    keep_updates_days: float = 7.0
+    #: How often this process deletes old rows (inbound, outbox, dedupe claims).
+    housekeeping_interval_s: float = 3600.0
+    #: Per-chat limits; None = from settings (``RatePolicy.from_settings``).
+    rate_limit: RatePolicy | None = None
     #: Run the outbox sender in this process.
     run_sender: bool = True
     #: Telegram allows about one message per second in a chat and 20 per minute in a group.
@@ -143,8 +161,13 @@ class TelegramChannel:
         self.application: Application = self._build_application(token)
         self.application.add_handler(TypeHandler(Update, self._on_update))
         self.application.add_error_handler(self._on_error)
-        self.inbox = InboxStore(ctx.sessions, CHANNEL)
+        self.rate_policy = self.options.rate_limit or RatePolicy.from_settings(settings)
+        self.inbox = InboxStore(ctx.sessions, CHANNEL, rate_policy=self.rate_policy)
         self.outbox = OutboxStore(ctx.sessions)
+        self.housekeeping = Housekeeping(ctx.sessions, CHANNEL, keep_updates_days=self.options.keep_updates_days,
+                                         keep_inbound_days=self.options.keep_inbound_days,
+                                         keep_outbox_days=self.options.outbox.keep_days,
+                                         interval_s=self.options.housekeeping_interval_s)
         self.transport = TelegramTransport(self.application.bot)
         self.sender = OutboxSender(self.outbox, {CHANNEL: self.transport}, self.options.outbox)
         self._locks = KeyedLocks()
@@ -332,8 +355,8 @@ class TelegramChannel:
         return f"{self.bot_id}:{update.update_id}"
 
     async def accept(self, update: Update, *, retry: bool = False) -> int | None:
-        """Store ``update`` once and start processing it; None when it needs no answer or was
-        seen before (by any worker)."""
+        """Store ``update`` once and start processing it; None when it needs no answer, was seen
+        before (by any worker) or is dropped by the chat's rate limit."""
         chat = chat_key(update)
         if chat is None or classify(update, bot_username=self._username()).kind == "ignore":
             log.debug("telegram update %s ignored", update.update_id)
@@ -353,7 +376,7 @@ class TelegramChannel:
                 await asyncio.sleep(self.options.accept_retry_s)
         row_id = ids[0]
         if row_id is None:
-            log.info("telegram update %s seen before; ignored", update.update_id)
+            log.info("telegram update %s seen before or over its chat's rate limit; not answered", update.update_id)
             return None
         self._spawn(self._process_new(row_id, chat))
         return row_id
@@ -389,8 +412,11 @@ class TelegramChannel:
         if update.callback_query is not None and row.attempts == 1:
             await self._answer(update.callback_query)
         try:
-            action = classify(update, row.external_id, bot_username=self._username())
-            replies = await self._replies_for(action, update)
+            if row.rate_limited:  # over the chat's rate limit: the notice, not an answer
+                replies = [Reply(_pick(RATE_LIMITED, update))]
+            else:
+                action = classify(update, row.external_id, bot_username=self._username())
+                replies = await self._replies_for(action, update)
             payloads = render_replies(replies)
         except Exception as exc:  # noqa: BLE001 - download failed, database trouble …: try again later
             if row.attempts < self.options.max_inbound_attempts:
@@ -484,6 +510,7 @@ class TelegramChannel:
                 await self.recover_once()
             except Exception:
                 log.exception("telegram inbound recovery failed")
+            await self.housekeeping.maybe_run()
             await asyncio.sleep(self.options.recovery_interval_s)
 
     # -- tests and status --------------------------------------------------------------------------

@@ -13,14 +13,22 @@ A payload is a small JSON-able dict kept in the outbox until it is sent:
 Choices become inline buttons whose ``callback_data`` is ``Choice.value`` (1–64 bytes of UTF-8, the
 Bot API limit). A choice whose value does not fit is not offered as a button; it is listed in the
 text instead, so that the user can still type it.
+
+Safety: messages are sent without ``parse_mode`` (the transport passes ``parse_mode=None``
+explicitly, overriding any bot-wide default), so Telegram shows reply text — quotes from documents,
+echoes of what users typed — exactly as it is: ``<a href>``, ``<b>``, ``[x](url)`` or ``*`` are
+never interpreted. Links a reply lists in a ``links`` attribute (``(label, url)`` pairs, http/https
+only) are appended as ``label: URL`` lines, the URL visible.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -72,9 +80,26 @@ def text_payloads(text: str, keyboard: Keyboard | None = None) -> list[dict[str,
     return out
 
 
+def _link_lines(reply: Reply) -> list[str]:
+    """``label: URL`` for each http(s) link in ``reply.links`` (when the reply type has them)."""
+    lines: list[str] = []
+    for link in getattr(reply, "links", ()) or ():
+        if isinstance(link, (tuple, list)) and len(link) == 2:
+            label, url = str(link[0]), str(link[1]).strip()
+        elif hasattr(link, "url"):
+            label, url = str(getattr(link, "label", "") or ""), str(link.url).strip()
+        else:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc or re.search(r"\s", url):
+            continue
+        lines.append(f"{label.strip()}: {url}" if label.strip() else url)
+    return lines
+
+
 def render_reply(reply: Reply) -> list[dict[str, Any]]:
     """One engine reply as payloads, in sending order."""
-    text = reply.text.strip()
+    text = "\n".join(p for p in (reply.text.strip(), *_link_lines(reply)) if p)
     keyboard, unfit = keyboard_for(reply.choices)
     if unfit:
         listing = "\n".join(f"· {c.label}：{c.value}" for c in unfit)

@@ -81,7 +81,9 @@ class TelegramTransport:
         markup = markup_for(payload) if keyboard else None
         kind = payload.get("kind", "text")
         if kind == "text":
-            await self.bot.send_message(chat_id=chat_id, text=payload["text"], reply_markup=markup)
+            # parse_mode=None: never interpret reply text as HTML/Markdown (whatever bot defaults say)
+            await self.bot.send_message(chat_id=chat_id, text=payload["text"], reply_markup=markup,
+                                        parse_mode=None)
         elif kind == "document":
             data = base64.b64decode(payload["data_b64"])
             await self.bot.send_document(
@@ -89,6 +91,7 @@ class TelegramTransport:
                 document=data,
                 filename=payload.get("file_name") or "file",
                 caption=payload.get("caption"),
+                parse_mode=None,
                 reply_markup=markup,
             )
         else:

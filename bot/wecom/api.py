@@ -11,6 +11,13 @@ default and keeps the token in process memory, so the few calls we need are made
 Errors: ``WeComAPIError`` (an ``errcode``), ``WeComHTTPError`` (a non-200 answer or a body that is
 not JSON) and ``WeComNetworkError`` (connection failure or timeout); each tells whether retrying
 later may help (``retryable``).
+
+Secrets: ``gettoken`` carries ``corpsecret`` and every other call ``access_token`` in its query
+string, and error texts (aiohttp's, a proxy's error page echoing the URL) may repeat them. Every
+``WeComError`` message passes ``redact_secrets`` (query values of those parameters), and the client
+also blanks the literal secret and tokens it knows, so neither a log line nor an error kept in the
+database (``last_error``) can carry them. Redirects are never followed: a ``302`` to another host
+would hand it the secret.
 """
 
 from __future__ import annotations
@@ -57,8 +64,27 @@ PERMANENT_ERRCODES = frozenset({
 })
 
 
+#: ``corpsecret=…``, ``access_token=…`` (also URL-encoded, as in ``corpsecret%3D…``) and the like.
+_SECRET_PARAM_RE = re.compile(
+    r"((?:corp)?secret|access_token|accesstoken|token)(=|%3[dD]|\\?[\"']?\s*:\s*\\?[\"']?)([^&\s\"'<>,;}]+)",
+    re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact_secrets(text: str, *literals: str | None) -> str:
+    """``text`` with the values of secret-bearing query parameters (``corpsecret=``,
+    ``access_token=`` …) and any of the ``literals`` (≥ 6 characters) replaced by ``***``."""
+    for literal in literals:
+        if literal and len(literal) >= 6:
+            text = text.replace(literal, REDACTED)
+    return _SECRET_PARAM_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+
+
 class WeComError(Exception):
     retryable: bool = True
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact_secrets(str(message)))
 
 
 #: Operator hints for errors that only configuration can fix.
@@ -93,8 +119,9 @@ class WeComHTTPError(WeComError):
     def __init__(self, status: int, path: str, detail: str = "") -> None:
         super().__init__(f"{path} HTTP {status} {detail}".strip())
         self.status = status
-        # 5xx, 429 and odd bodies may pass; a 4xx from the API gateway will not
-        self.retryable = status >= 500 or status in (200, 408, 429)
+        # 5xx, 429, redirects (a proxy or portal in the way) and odd bodies may pass; a 4xx from
+        # the API gateway will not
+        self.retryable = status >= 500 or status in (200, 408, 429) or 300 <= status < 400
 
 
 class WeComNetworkError(WeComError):
@@ -199,6 +226,11 @@ class WeComAPI:
     def url(self, path: str) -> str:
         return self.api_base + path.lstrip("/")
 
+    def redact(self, text: str) -> str:
+        """``text`` without the app secret or an access token this client holds."""
+        token = self._token[0] if self._token else None
+        return redact_secrets(text, self._secret, token)
+
     # -- access token ----------------------------------------------------------------------
 
     def _fresh(self, cached: tuple[str, datetime] | None) -> bool:
@@ -241,12 +273,16 @@ class WeComAPI:
                        json_body: Any = None, data: Any = None) -> dict[str, Any]:
         http = await self.http()
         try:
-            async with http.request(method, self.url(path), params=params, json=json_body, data=data) as resp:
+            async with http.request(method, self.url(path), params=params, json=json_body, data=data,
+                                    allow_redirects=False) as resp:
+                if 300 <= resp.status < 400:
+                    raise WeComHTTPError(resp.status, path, "redirect not followed (check YILIAN_WECOM_API_BASE "
+                                                            "and any proxy in between)")
                 body = await resp.read()
                 if resp.status != 200:
-                    raise WeComHTTPError(resp.status, path, body[:200].decode("utf-8", "replace"))
+                    raise WeComHTTPError(resp.status, path, self.redact(body[:200].decode("utf-8", "replace")))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise WeComNetworkError(f"{path}: {type(exc).__name__}: {exc}") from None
+            raise WeComNetworkError(self.redact(f"{path}: {type(exc).__name__}: {exc}")) from None
         try:
             parsed = json.loads(body)
         except ValueError:
@@ -293,10 +329,11 @@ class WeComAPI:
         token = await self.access_token()
         for attempt in (1, 2):
             try:
-                async with http.get(self.url("media/get"), params={"access_token": token, "media_id": media_id}) as resp:
+                async with http.get(self.url("media/get"), params={"access_token": token, "media_id": media_id},
+                                    allow_redirects=False) as resp:
                     if resp.status != 200:
                         body = await resp.content.read(200)
-                        raise WeComHTTPError(resp.status, "media/get", body.decode("utf-8", "replace"))
+                        raise WeComHTTPError(resp.status, "media/get", self.redact(body.decode("utf-8", "replace")))
                     ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower() or None
                     disposition = resp.headers.get("Content-Disposition")
                     if disposition is None and ctype in ("application/json", "text/plain"):
@@ -324,7 +361,7 @@ class WeComAPI:
                     name = filename_from_disposition(disposition) or media_id
                     return Media(name, b"".join(chunks), ctype)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise WeComNetworkError(f"media/get: {type(exc).__name__}: {exc}") from None
+                raise WeComNetworkError(self.redact(f"media/get: {type(exc).__name__}: {exc}")) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -342,4 +379,5 @@ __all__ = [
     "WeComHTTPError",
     "WeComNetworkError",
     "filename_from_disposition",
+    "redact_secrets",
 ]

@@ -17,7 +17,14 @@ the conversation engine in a thread; unsupported types get a short note instead.
 rendered to WeCom messages and queued in the outbox in the same transaction that marks the inbound
 row done. The outbox sender delivers them (see ``bot/outbox.py``).
 
-Rows left behind by a crash are picked up by a recovery loop once their lease has expired.
+Rate limits (``bot.ratelimit.RatePolicy``, from settings): decided when a callback is stored, from
+the user's rows in the database (so across workers). A message over the limit is acknowledged like
+any other; the first one gets the polite notice "您发送得太快了，请稍后再试。" (English when the user
+writes English) instead of an answer, the next ones are dropped until the user's allowance is back.
+
+Rows left behind by a crash are picked up by a recovery loop once their lease has expired. The same
+loop runs the housekeeping (``bot.inbox.Housekeeping``: old dedupe claims, answered inbound rows,
+sent outbox rows), at once and then every ``housekeeping_interval_s``.
 """
 
 from __future__ import annotations
@@ -29,16 +36,16 @@ import threading
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
 import xmltodict
 from aiohttp import web
 
-from bot.inbox import ClaimedInbound, InboxStore, NewInbound
+from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
+from bot.ratelimit import RatePolicy, looks_english, rate_limit_notice
 from bot.wecom.api import MediaTooLarge, WeComAPI, WeComError
 from bot.wecom.crypto import WeComCrypto, WeComCryptoError
 from bot.wecom.inbound import (
@@ -77,6 +84,12 @@ class WeComOptions:
     max_inbound_attempts: int = 5
     #: Processed inbound rows are deleted after this many days.
     keep_inbound_days: float = 7.0
+    #: Dedupe claims (``processed_updates``) are deleted after this many days.
+    keep_updates_days: float = 7.0
+    #: How often this process deletes old rows (inbound, outbox, dedupe claims).
+    housekeeping_interval_s: float = 3600.0
+    #: Per-user limits; None = from settings (``RatePolicy.from_settings``).
+    rate_limit: RatePolicy | None = None
     #: Engine calls running at once (each in a thread).
     max_concurrent: int = 4
     #: Longest time processing waits for a burst of callbacks to be acknowledged first.
@@ -95,6 +108,7 @@ class WeComOptions:
         options = cls()
         options.choice_style = settings.wecom_choice_style
         options.outbox.per_minute = settings.wecom_per_user_per_minute
+        options.rate_limit = RatePolicy.from_settings(settings)
         return options
 
 
@@ -113,8 +127,13 @@ class WeComChannel:
         self.api = WeComAPI(corp_id=settings.wecom_corp_id, secret=settings.wecom_secret.get_secret_value(),
                             sessions=ctx.sessions, api_base=settings.wecom_api_base, agent_id=self.agent_id,
                             timeout_s=self.options.api_timeout_s)
-        self.inbox = InboxStore(ctx.sessions, CHANNEL)
+        self.rate_policy = self.options.rate_limit or RatePolicy.from_settings(settings)
+        self.inbox = InboxStore(ctx.sessions, CHANNEL, rate_policy=self.rate_policy)
         self.outbox = OutboxStore(ctx.sessions)
+        self.housekeeping = Housekeeping(ctx.sessions, CHANNEL, keep_updates_days=self.options.keep_updates_days,
+                                         keep_inbound_days=self.options.keep_inbound_days,
+                                         keep_outbox_days=self.options.outbox.keep_days,
+                                         interval_s=self.options.housekeeping_interval_s)
         self.transport = WeComTransport(self.api, self.agent_id,
                                         duplicate_check_interval_s=self.options.duplicate_check_interval_s,
                                         rate_limit_pause_s=self.options.rate_limit_pause_s)
@@ -243,7 +262,7 @@ class WeComChannel:
             log.exception("wecom callback could not be stored; WeCom will retry")
             return web.Response(status=500, text="")
         if row_id is None:
-            log.info("wecom callback %s is a repeat; acknowledged again", key)
+            log.info("wecom callback %s is a repeat or over its user's rate limit; acknowledged only", key)
         else:
             self._spawn(self._process_new(row_id, item.user_key))
         return web.Response(status=200, text="")
@@ -337,7 +356,10 @@ class WeComChannel:
     async def _process(self, row: ClaimedInbound) -> None:
         started = time.perf_counter()
         try:
-            replies = await self._replies_for(classify(row.payload, row.external_id))
+            if row.rate_limited:  # over the user's rate limit: the notice, not an answer
+                replies = [Reply(text=rate_limit_notice(_writes_english(row.payload)))]
+            else:
+                replies = await self._replies_for(classify(row.payload, row.external_id))
             payloads = render_replies(replies, style=self.options.choice_style)
         except Exception as exc:  # download failed, database trouble …: try again later
             if row.attempts < self.options.max_inbound_attempts:
@@ -415,16 +437,12 @@ class WeComChannel:
         return len(rows)
 
     async def _recovery_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_prune = loop.time()
         while not self._stopping:
             try:
                 await self.recover_once()
-                if loop.time() - last_prune > 3600:
-                    last_prune = loop.time()
-                    await asyncio.to_thread(self.inbox.prune, older_than=timedelta(days=self.options.keep_inbound_days))
             except Exception:
                 log.exception("wecom inbound recovery failed")
+            await self.housekeeping.maybe_run()
             await asyncio.sleep(self.options.recovery_interval_s)
 
     # -- tests and status ------------------------------------------------------------------------
@@ -435,3 +453,10 @@ class WeComChannel:
         while (self._tasks or self._accepting) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
+
+def _writes_english(fields: dict[str, Any]) -> bool:
+    """Whether a WeCom message's text (or recognised speech) is English."""
+    value = fields.get("Content") or fields.get("Recognition") or ""
+    if isinstance(value, dict):
+        value = value.get("#text", "")
+    return looks_english(str(value))

@@ -12,7 +12,10 @@
 
 The ``channel`` column uses the names of ``handlers.messages.Channel`` (``wecom``, ``telegram`` ...);
 ``payload`` is whatever that channel's transport understands (for WeCom: a ``message/send`` body
-without ``touser``/``agentid``).
+without ``touser``/``agentid``) while the row waits to be sent; a sent or failed row keeps no
+message body (``{"msgtype"|"kind": …, "redacted": true}``), an answered inbound row none at all
+(``{}``). An inbound row whose ``external_id`` starts with ``rl:`` stands for a message over its
+user's rate limit (it is answered with a notice, see ``bot/inbox.py``).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class InboundMessage(Base):
     #: The platform's id of the update (WeCom MsgId, or the event key built from its fields).
     external_id: Mapped[str] = mapped_column(String(200))
     user_key: Mapped[str] = mapped_column(String(100))
-    #: The decoded update (for WeCom: the fields of the decrypted XML).
+    #: The decoded update (for WeCom: the fields of the decrypted XML); ``{}`` once answered.
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(12), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
