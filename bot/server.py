@@ -131,13 +131,55 @@ def create_app(
     for plugin in channels:
         if plugin.setup_routes is not None:
             add_channel_routes(app, lambda a, p=plugin: p.setup_routes(a, ctx, engine), name=plugin.name)
-    if warm_up:
+    if warm_up:  # i.e. a real server (``serve``), not a test client
         app.on_startup.append(_start_warm_up)
         app.on_cleanup.append(_stop_warm_up)
+        app.on_startup.append(_start_sweeper)
+        app.on_cleanup.append(_stop_sweeper)
     return app
 
 
 _WARM_UP_KEY: web.AppKey[asyncio.Task] = web.AppKey("yilian_warm_up", asyncio.Task)
+_SWEEP_KEY: web.AppKey[asyncio.Task] = web.AppKey("yilian_sweep", asyncio.Task)
+SWEEP_INTERVAL_S = 3600.0
+
+
+def sweep_expired(ctx: AppContext) -> dict[str, int]:
+    """Delete web sign-in state and dialogs that ended long ago (channels prune their own rows)."""
+    from datetime import timedelta
+
+    from storage import repositories as repo
+    from storage import signin
+    from storage.types import utcnow
+
+    with ctx.sessions.begin() as session:
+        # A dialog that timed out is announced when its user next writes: keep it a day for that.
+        return {"signin": signin.prune_expired(session),
+                "dialogs": repo.purge_expired_dialogs(session, now=utcnow() - timedelta(days=1))}
+
+
+async def _start_sweeper(app: web.Application) -> None:
+    ctx = app[CTX_KEY]
+
+    async def loop() -> None:
+        while True:
+            try:
+                deleted = await asyncio.to_thread(sweep_expired, ctx)
+                if any(deleted.values()):
+                    log.info("expired sign-in state and dialogs deleted", extra=deleted)
+            except Exception:
+                log.exception("sweep of expired rows failed; retried in an hour")
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    app[_SWEEP_KEY] = asyncio.get_running_loop().create_task(loop())
+
+
+async def _stop_sweeper(app: web.Application) -> None:
+    task = app.get(_SWEEP_KEY)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 async def _start_warm_up(app: web.Application) -> None:

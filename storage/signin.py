@@ -159,6 +159,21 @@ def revoke_staff_sessions(session: Session, staff: Staff, *, actor: str, now: da
     return result.rowcount
 
 
+def prune_expired(session: Session, *, keep: timedelta = timedelta(days=30), now: datetime | None = None) -> int:
+    """Delete login tokens and sessions that ended more than ``keep`` ago (their audit entries stay)."""
+    from sqlalchemy import delete, or_
+
+    now = as_utc(now) if now else utcnow()
+    cutoff = now - keep
+    tokens = session.execute(delete(LoginToken).where(LoginToken.expires_at < cutoff)
+                             .execution_options(synchronize_session=False)).rowcount
+    sessions = session.execute(
+        delete(WebSession).where(or_(WebSession.expires_at < cutoff, WebSession.revoked_at < cutoff))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return tokens + sessions
+
+
 # ------------------------------------------------------------------------------------------------
 # passwords (admins only)
 
@@ -207,5 +222,5 @@ def check_password(session: Session, code: str, password: str, *, client_address
 __all__ = [
     "LOGIN_TOKEN_TTL", "MIN_PASSWORD_LENGTH", "SESSION_TTL", "NewSession", "PasswordRefused", "check_password",
     "create_login_token", "create_session", "get_session", "peek_login_token", "redeem_login_token",
-    "revoke_session", "revoke_staff_sessions", "set_password",
+    "prune_expired", "revoke_session", "revoke_staff_sessions", "set_password",
 ]

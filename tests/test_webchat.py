@@ -550,3 +550,23 @@ async def test_a_flood_from_one_browser_gets_one_notice_then_silence(demo_client
         notices += sum("发送得太快" in r["text"] for r in data.get("replies", [])) if isinstance(data, dict) else 0
     assert statuses[:8] == [200] * 8  # a burst is fine
     assert 429 in statuses and notices == 1, (str(statuses), notices)
+
+
+def test_ended_sign_in_state_is_swept(engine_ctx):
+    from datetime import timedelta
+
+    from bot.server import sweep_expired
+    from storage import signin
+    from storage.models import LoginToken, WebSession
+    from storage.types import utcnow
+
+    long_ago = utcnow() - timedelta(days=40)
+    with engine_ctx.sessions.begin() as session:
+        staff = repo.get_staff_by_code(session, "dr_wang_sy")
+        signin.create_login_token(session, staff, via="telegram", now=long_ago)
+        signin.create_session(session, staff, method="link", now=long_ago)
+        live = signin.create_session(session, staff, method="link")
+    assert sweep_expired(engine_ctx)["signin"] == 2
+    with engine_ctx.sessions() as session:
+        assert session.query(LoginToken).count() == 0
+        assert [s.id for s in session.query(WebSession)] == [live.session_id]
