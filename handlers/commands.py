@@ -33,6 +33,14 @@ class DocumentUpload:
 
 
 @dataclass
+class DocumentListing:
+    """List the indexed policy documents (read after the transaction, like a policy lookup)."""
+
+    consortium: str | None
+    english: bool = False
+
+
+@dataclass
 class PolicyLookup:
     """Answer ``question`` from the policies (preferring ``consortium``'s documents)."""
 
@@ -152,6 +160,33 @@ def login_link(session: Session, identity: Identity, settings: EngineSettings, *
         f"网页登录链接（{minutes} 分钟内有效，只能使用一次，请勿转发）：\n{url}\n在浏览器中打开后点击“登录”。",
         f"Your sign-in link (valid for {minutes} minutes, works once, do not forward it):\n{url}\n"
         "Open it in a browser and press “Sign in”.",
+    ))
+
+
+def document_list(documents: list, consortium: str | None, *, english: bool = False) -> Reply:
+    """The policy documents one can ask about, the asker's own consortium's first."""
+    if not documents:
+        return Reply(tr(english, "知识库中还没有政策文件。请联系管理员上传。",
+                        "No policy documents are indexed yet. Please ask an administrator to upload them."))
+    ordered = sorted(documents, key=lambda d: (d.consortium != consortium if consortium else False, d.title))
+    lines = [tr(english, f"已收录 {len(documents)} 份政策文件：", f"{len(documents)} policy documents are indexed:")]
+    for d in ordered:
+        own = tr(english, "（本医联体）", " (your consortium)") if consortium and d.consortium == consortium else ""
+        date = d.updated_at.strftime("%Y-%m-%d")
+        lines.append(tr(english, f"· 《{d.title}》第 {d.version} 版，{date} 更新{own}",
+                        f"· 《{d.title}》 version {d.version}, updated {date}{own}"))
+    lines.append(tr(english, "直接输入问题即可查询这些文件中的规定。", "Ask a question to search them."))
+    return Reply("\n".join(lines))
+
+
+def my_referrals(identity: Identity, *, english: bool = False) -> Reply:
+    """The user's referrals. Submitted referrals are not stored yet (the wizard ends before
+    submission), so there is honestly nothing to list."""
+    return Reply(tr(
+        english,
+        "目前系统中没有您的转诊记录：转诊登记还不能正式提交，所以尚未保存任何转诊。发送“转诊”可以先体验转诊登记流程。",
+        "There are no referrals of yours in the system: referrals cannot be submitted yet, so none are stored. "
+        "Send /refer to try the referral steps.",
     ))
 
 
@@ -282,5 +317,5 @@ def unbind(session: Session, identity: Identity, arg: str, *, english: bool = Fa
                     f"Removed the Telegram binding of {found.name} ({found.code}). Send /invite {found.code} for a new code."))
 
 
-__all__ = ["PolicyLookup", "ask_prompt", "change_roles", "help_menu", "list_users", "login_link", "status", "unbind",
+__all__ = ["DocumentListing", "PolicyLookup", "ask_prompt", "document_list", "my_referrals", "change_roles", "help_menu", "list_users", "login_link", "status", "unbind",
            "whoami"]

@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 #: Longest text accepted from a user; longer messages are cut (a policy question is short).
 MAX_TEXT_CHARS = 2000
 
-Item = Reply | commands.PolicyLookup
+Item = Reply | commands.PolicyLookup | commands.DocumentUpload | commands.DocumentListing
 
 
 class ConversationEngine:
@@ -118,6 +118,9 @@ class ConversationEngine:
                     replies.extend(self._resolve(item))
                 elif isinstance(item, commands.DocumentUpload):
                     replies.extend(self._ingest(item))
+                elif isinstance(item, commands.DocumentListing):
+                    replies.append(commands.document_list(self.kb.documents(), item.consortium,
+                                                          english=item.english))
                 else:
                     replies.append(item)
         except Exception:
@@ -262,6 +265,10 @@ class ConversationEngine:
             return [commands.status(identity, text, english=english)]
         if kind == IntentKind.WHOAMI:
             return [commands.whoami(identity, english=english)]
+        if kind == IntentKind.DOCS:
+            return [commands.DocumentListing(self._consortium_for(identity), english)]
+        if kind == IntentKind.MY_REFERRALS:
+            return [commands.my_referrals(identity, english=english)]
         if kind == IntentKind.LOGIN:
             return [commands.login_link(session, identity, self._ctx.settings, english=english)]
         if kind == IntentKind.USERS:

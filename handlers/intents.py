@@ -32,6 +32,8 @@ class IntentKind(StrEnum):
     STATUS = "status"  # reminders / quotas (进修、下派、坐诊)
     WHOAMI = "whoami"
     LOGIN = "login"  # a one-time link that signs the user in to the web pages
+    DOCS = "docs"  # the list of indexed policy documents
+    MY_REFERRALS = "my_referrals"  # the user's own referrals
     INVITE = "invite"  # admin
     USERS = "users"  # admin
     ROLE = "role"  # admin
@@ -68,6 +70,8 @@ _SLASH: dict[str, IntentKind] = {
     "users": IntentKind.USERS,
     "role": IntentKind.ROLE, "roles": IntentKind.ROLE,
     "unbind": IntentKind.UNBIND,
+    "docs": IntentKind.DOCS, "documents": IntentKind.DOCS, "policies": IntentKind.DOCS,
+    "referrals": IntentKind.MY_REFERRALS, "myreferrals": IntentKind.MY_REFERRALS,
 }
 
 # Keywords recognised when they are the whole message (after trimming punctuation).
@@ -133,7 +137,82 @@ def route(text: str) -> Intent:
     ):
         return Intent(_KEYWORDS_WITH_ARG[head_key], arg=rest.strip(), explicit=True,
                       english=head_key in _ENGLISH_KEYWORDS)
+    request = _request_in_words(bare)
+    if request is not None:
+        return Intent(request, explicit=True, english=is_latin(raw))
     return Intent(IntentKind.ASK, arg=raw, explicit=False, english=is_latin(raw))
+
+
+# ------------------------------------------------------------------------------------------------
+# Requests in the user's own words ("帮我发起个转诊", "你能干啥", "有哪些政策文件？", "我的转诊记录").
+#
+# A message is such a request when it names the thing (an anchor) and *nothing else of substance*:
+# every other word is request vocabulary (verbs of asking, pronouns, measure words, fillers).
+# "转诊需要什么条件？" keeps "需要…条件" and so stays a policy question; "帮我发起个转诊" leaves nothing.
+# The vocabularies are word classes of the register, not phrases of known questions.
+
+_FILLERS = ("请问", "请", "麻烦", "帮我", "帮忙", "给我", "我要", "我想", "想要", "我需要", "需要", "能不能", "可以",
+            "一下", "一个", "个", "下", "吧", "啊", "呀", "呢", "嘛", "哈", "了", "的", "吗", "么", "我", "你", "您",
+            "咱们", "我们", "现在", "目前", "都", "有", "看", "看看", "查", "查看", "查询", "显示", "列出", "告诉",
+            "系统", "这里", "里", "上", "中", "一共", "全部", "所有")
+_EN_FILLERS = ("please", "can", "could", "you", "i", "me", "my", "want", "to", "would", "like", "a", "an", "the",
+               "new", "show", "list", "all", "do", "have", "what", "which", "are", "is", "there", "of", "for", "see")
+
+
+@dataclass(frozen=True)
+class _Request:
+    kind: IntentKind
+    anchors: tuple[str, ...]  # at least one must be present
+    words: tuple[str, ...]  # may be present besides the fillers
+    en_anchors: tuple[str, ...] = ()
+    en_words: tuple[str, ...] = ()
+
+
+_REQUESTS: tuple[_Request, ...] = (
+    _Request(IntentKind.MY_REFERRALS, anchors=("转诊记录", "转诊单", "转诊列表", "转诊进度", "转诊状态", "转诊情况",
+                                               "转过的病人", "转出的病人", "转的病人"),
+             words=("我的", "我发起的", "我提交的", "我转的", "本人", "最近", "历史", "记录", "进度", "状态", "情况"),
+             en_anchors=("referrals",), en_words=("my", "status", "recent")),
+    _Request(IntentKind.REFER, anchors=("转诊",),
+             words=("发起", "开始", "新建", "办理", "办", "做", "开", "申请", "提交", "登记", "填", "填写", "转个", "转",
+                    "病人", "患者", "一位", "一名", "新的", "单", "给", "为"),
+             en_anchors=("referral", "refer"), en_words=("start", "make", "begin", "create", "patient", "new")),
+    _Request(IntentKind.DOCS, anchors=("文件", "政策", "制度", "文档", "方案", "规定", "资料"),
+             words=("哪些", "哪几个", "什么", "啥", "收录", "录入", "上传", "已", "已经", "列表", "清单", "目录", "名单",
+                    "知识库", "几份", "多少份", "多少", "几个", "能查", "可查"),
+             en_anchors=("documents", "policies", "documents?", "policies?"),
+             en_words=("indexed", "available", "which", "loaded", "knowledge", "base", "policy")),
+    _Request(IntentKind.HELP, anchors=("能干啥", "能做什么", "能干什么", "会什么", "会干啥", "能帮我什么", "有什么功能",
+                                       "有哪些功能", "怎么用", "如何使用", "使用方法", "功能"),
+             words=("你", "都", "还", "可以"),
+             en_anchors=("help", "capabilities", "features", "do", "use"),
+             en_words=("what", "can", "how", "this", "bot", "assistant", "else")),
+)
+_PUNCT_RE = re.compile(r"[\s，,。.!！?？~～、；;：:…\-—'\"“”‘’()（）]+")
+
+
+def _residual(text: str, vocabulary: tuple[str, ...]) -> str:
+    for word in sorted(vocabulary, key=len, reverse=True):
+        text = text.replace(word, " ")
+    return _PUNCT_RE.sub("", text)
+
+
+def _request_in_words(text: str) -> IntentKind | None:
+    """The feature a short free-text request asks for, or None (a policy question)."""
+    text = text.strip()
+    if not text or len(text) > 40:
+        return None
+    if is_latin(text):
+        words = [w for w in re.split(r"[^a-z]+", text.lower()) if w]
+        for req in _REQUESTS:
+            if any(w in req.en_anchors or w.rstrip("s") in req.en_anchors for w in words) and \
+                    all(w in req.en_anchors or w in req.en_words or w in _EN_FILLERS for w in words):
+                return req.kind
+        return None
+    for req in _REQUESTS:
+        if any(a in text for a in req.anchors) and not _residual(text, req.anchors + req.words + _FILLERS):
+            return req.kind
+    return None
 
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{2,50}$")

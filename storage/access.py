@@ -156,6 +156,8 @@ COMMAND_RULES: dict[str, CommandRule] = {
     "whoami": CommandRule(Audience.BOUND, private_only=True),
     "login": CommandRule(Audience.BOUND, private_only=True),
     "status": CommandRule(Audience.BOUND),
+    "docs": CommandRule(Audience.ANYONE),
+    "my_referrals": CommandRule(Audience.BOUND, private_only=True),
     "refer": CommandRule(Audience.CLINICAL, private_only=True),
     "invite": CommandRule(Audience.ADMIN, private_only=True),
     "users": CommandRule(Audience.ADMIN, private_only=True),
