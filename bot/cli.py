@@ -38,6 +38,8 @@ def ingest(
     by: str = typer.Option("cli", help="Who uploads (recorded in the registry and audit log)."),
 ) -> None:
     """Add or replace policy documents. Unchanged files are skipped."""
+    import logging
+
     from knowledge.extract_types import IngestError
     from knowledge.readers import SUPPORTED_SUFFIXES
 
@@ -53,11 +55,21 @@ def ingest(
         raise typer.Exit(2)
     failures = 0
     for f in files:
+        # Every bad file is reported on exactly one line naming it (no traceback); the others
+        # are still indexed, and the exit code is 1 if any file failed.
         try:
             res = ctx.kb.ingest_path(f, uploaded_by=by, consortium=consortium, title=title)
         except IngestError as exc:
             failures += 1
             typer.echo(f"✗ {exc.file_name}: {exc.reason} ({exc.reason_zh})", err=True)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bug must not hide which file it was, nor stop the rest
+            failures += 1
+            logging.getLogger(__name__).debug("ingest of %s failed", f, exc_info=True)
+            name = IngestError(f.name, "").file_name
+            detail = " ".join(str(exc).split())[:200]
+            typer.echo(f"✗ {name}: unexpected error: {type(exc).__name__}: {detail} "
+                       "(处理文件时出现内部错误；YILIAN_LOG_LEVEL=DEBUG 可查看详情)", err=True)
             continue
         typer.echo(f"✓ {res.status:9} {res.title}  v{res.version}  {res.chunk_count} chunks")
     raise typer.Exit(1 if failures else 0)

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = 8.0
     max_upload_bytes: int = 20 * 1024 * 1024
+    # Per-file caps: far above any real policy, they stop a pathological file (300k empty
+    # paragraphs, a zip bomb, a 5,000-page PDF) before it costs minutes and gigabytes.
+    max_document_chars: int = Field(default=2_000_000, ge=1000)
+    max_document_chunks: int = Field(default=20_000, ge=10)
+    max_pdf_pages: int = Field(default=3_000, ge=1)
     default_consortium: str | None = Field(
         default=None, description="Consortium whose documents an unbound user's answers prefer."
     )

@@ -47,6 +47,9 @@ class AppContext:
             embedder,
             vectors,
             max_upload_bytes=self.settings.max_upload_bytes,
+            max_document_chars=self.settings.max_document_chars,
+            max_document_chunks=self.settings.max_document_chunks,
+            max_pdf_pages=self.settings.max_pdf_pages,
             synthesizer=make_synthesizer(self.settings),
         )
 

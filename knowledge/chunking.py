@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from knowledge.extract_types import Extracted, TableBlock, TextBlock
+from knowledge.extract_types import Extracted, TableBlock, TextBlock, too_many_chunks
 from knowledge.textnorm import SENTENCE_END, clean_display, fold, split_sentences
 
 MAX_CHUNK_CHARS = 360
@@ -272,9 +272,18 @@ def _cells_to_table(cells: list[str]) -> TableBlock | None:
 # paragraphs → chunks
 
 
-def chunk_document(doc: Extracted, consortium: str | None = None) -> list[ChunkDraft]:
-    """Split an extracted document into clause and table-row chunks, in document order."""
+def chunk_document(doc: Extracted, consortium: str | None = None, *, max_chunks: int | None = None) -> list[ChunkDraft]:
+    """Split an extracted document into clause and table-row chunks, in document order.
+
+    With ``max_chunks``, raises ``IngestError`` as soon as the document needs more chunks than
+    that (so a pathological file costs at most ``max_chunks`` drafts, never all of them).
+    """
     drafts: list[ChunkDraft] = []
+
+    def check() -> None:
+        if max_chunks is not None and len(drafts) > max_chunks:
+            raise too_many_chunks(doc.file_name, max_chunks)
+
     stack: list[Heading] = []
     kind_rank: dict[str, int] = {}
     paras: list[str] = []
@@ -286,12 +295,13 @@ def chunk_document(doc: Extracted, consortium: str | None = None) -> list[ChunkD
             clause_no = stack[-1].number if stack else None
             for body in _pack(paras):
                 drafts.append(ChunkDraft(len(drafts), "clause", list(path), clause_no, body, consortium))
+            check()
         paras.clear()
 
     for para in to_paragraphs(doc):
         if para.table is not None:
             emit()
-            _emit_table(drafts, para.table, [h.label for h in stack], caption, consortium)
+            _emit_table(drafts, para.table, [h.label for h in stack], caption, consortium, check)
             caption = None
             continue
         h = para.heading
@@ -386,6 +396,7 @@ def _emit_table(
     path: list[str],
     caption: str | None,
     consortium: str | None,
+    check=lambda: None,
 ) -> None:
     path = [*path, table.caption or caption or "表格"]
     for row in table.rows:
@@ -399,3 +410,4 @@ def _emit_table(
         body = "；".join(fields)
         clause_no = row[0] if row and row[0].isdigit() else None
         drafts.append(ChunkDraft(len(drafts), "table_row", list(path), clause_no, body, consortium))
+        check()

@@ -26,9 +26,14 @@ class EvalSummary:
     max_answer_bytes: int
     p50_ms: float
     p95_ms: float
+    #: Per question ``kind`` (when the set labels them): n, answer accuracy or refusal rate.
+    by_kind: dict | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        data = asdict(self)
+        if data["by_kind"] is None:  # the dev format's output stays exactly as it was
+            del data["by_kind"]
+        return json.dumps(data, ensure_ascii=False)
 
 
 def load_questions(path: Path) -> list[dict]:
@@ -68,11 +73,14 @@ def evaluate(kb, questions: list[dict], details_path: Path | None = None) -> Eva
     latencies: list[float] = []
     max_bytes = 0
     details = []
+    kinds: dict[str, list[bool]] = {}
     for q in questions:
-        answer = kb.ask(q["question"])
+        # ``consortium``: the asker's own consortium (their documents come first, as in chat)
+        answer = kb.ask(q["question"], consortium=q.get("consortium"))
         latencies.append(answer.ms)
         max_bytes = max(max_bytes, utf8_len(answer.text))
         passages = [h.chunk.text for h in answer.hits[:10]]
+        ok: bool
         if q.get("answerable", True):
             rank = next((i for i, p in enumerate(passages) if evidence_found(q["evidence"], p)), None)
             if rank == 0:
@@ -81,22 +89,28 @@ def evaluate(kb, questions: list[dict], details_path: Path | None = None) -> Eva
                 h5 += 1
             if rank is not None:
                 rr += 1.0 / (rank + 1)
+            ok = not answer.refused and answer_correct(q.get("answer_contains", []), answer.text)
             if answer.refused:
                 false_refusals += 1
-            elif answer_correct(q.get("answer_contains", []), answer.text):
+            elif ok:
                 correct += 1
-        elif answer.refused:
-            refused_ok += 1
-        details.append(
-            {
-                "id": q.get("id"),
-                "question": q["question"],
-                "passages": passages,
-                "answer": answer.text,
-                "refused": answer.refused,
-                "ms": round(answer.ms, 2),
-            }
-        )
+        else:
+            ok = answer.refused
+            if ok:
+                refused_ok += 1
+        if q.get("kind"):
+            kinds.setdefault(q["kind"], []).append(ok)
+        row = {
+            "id": q.get("id"),
+            "question": q["question"],
+            "passages": passages,
+            "answer": answer.text,
+            "refused": answer.refused,
+            "ms": round(answer.ms, 2),
+        }
+        if "kind" in q or "consortium" in q:  # the extended format: say how each question went
+            row.update(ok=ok, kind=q.get("kind"), consortium=q.get("consortium"))
+        details.append(row)
     if details_path is not None:
         with Path(details_path).open("w", encoding="utf-8") as fh:
             for row in details:
@@ -114,4 +128,5 @@ def evaluate(kb, questions: list[dict], details_path: Path | None = None) -> Eva
         max_answer_bytes=max_bytes,
         p50_ms=round(statistics.median(latencies), 2) if latencies else 0.0,
         p95_ms=round(percentile(latencies, 0.95), 2),
+        by_kind={k: {"n": len(v), "ok": round(sum(v) / len(v), 4)} for k, v in sorted(kinds.items())} or None,
     )

@@ -5,6 +5,15 @@ and is rebuilt whenever ``knowledge_state.generation`` moves (any process may ha
 documents). A document swap writes the new vectors first, then switches the live chunk set in one
 SQL transaction, then deletes the old vectors: at no moment can an old chunk be served, because
 retrieval only returns ids that SQL says are live.
+
+Ingestion does all the slow work (read, extract, chunk, tokenise, embed) outside any database
+transaction and outside any lock that questions need: the only write transaction is the final
+swap, which takes milliseconds, so inbox/outbox writes and answers keep flowing while a large
+file is indexed. Per-file limits (``extract_types.Limits``) refuse pathological files early.
+
+Titles are registered and shown in their ``clean_title`` form and compared by ``title_key``: a
+title that only looks different (zero-width characters, compatibility look-alikes, blanks) is the
+same title, and it may not take over another consortium's document.
 """
 
 from __future__ import annotations
@@ -12,22 +21,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, Answer, compose
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
-from knowledge.extract_types import IngestError
-from knowledge.textnorm import is_mostly_latin
+from knowledge.extract_types import (
+    MAX_DOCUMENT_BLOCKS,
+    MAX_DOCUMENT_CHARS,
+    MAX_DOCUMENT_CHUNKS,
+    MAX_PDF_PAGES,
+    IngestError,
+    Limits,
+)
+from knowledge.textnorm import clean_title, is_mostly_latin, title_key
 from knowledge.tokenize import english_concepts, expand_query, inner_bigrams, sub_words, tokenize, words
 from knowledge.vector_index import ChromaIndex
 from storage import repositories as audit
@@ -49,6 +68,11 @@ OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ti
 OWN_MIN_COVERAGE_RATIO = 0.8  # …when their clause covers nearly as much of the question as the best
 OWN_MIN_SCORE_RATIO = 0.8  # …or scores nearly as high
 
+MAX_TITLE_CHARS = 200  # Document.title is a String(300)
+# Clauses are embedded this many at a time, so that a question (which needs the embedder for its
+# own vector) waits for one small batch at most, never for a whole large document.
+EMBED_BATCH = 32
+
 
 @dataclass(frozen=True)
 class ChunkView:
@@ -61,7 +85,14 @@ class ChunkView:
     body: str
     text: str
     tokens: frozenset[str]
-    heading_tokens: frozenset[str] = frozenset()
+
+    @cached_property
+    def heading_tokens(self) -> frozenset[str]:
+        """The words of the clause's own title (worked out when first needed: only candidates
+        of a question need them, and tokenising every heading would slow a reload down)."""
+        if self.heading_path and self.kind == "clause":
+            return frozenset(tokenize(self.heading_path[-1]))
+        return frozenset()
 
     @property
     def citation(self) -> str:
@@ -177,6 +208,10 @@ class KnowledgeBase:
         vectors: ChromaIndex,
         *,
         max_upload_bytes: int = 20 * 1024 * 1024,
+        max_document_chars: int = MAX_DOCUMENT_CHARS,
+        max_document_chunks: int = MAX_DOCUMENT_CHUNKS,
+        max_pdf_pages: int = MAX_PDF_PAGES,
+        max_document_blocks: int = MAX_DOCUMENT_BLOCKS,
         synthesizer: object | None = None,
     ) -> None:
         self._synthesizer = synthesizer
@@ -184,9 +219,17 @@ class KnowledgeBase:
         self._embedder = embedder
         self._vectors = vectors
         self._max_upload_bytes = max_upload_bytes
+        self._limits = Limits(
+            max_bytes=max_upload_bytes,
+            max_chars=max_document_chars,
+            max_chunks=max_document_chunks,
+            max_blocks=max_document_blocks,
+            max_pdf_pages=max_pdf_pages,
+        )
         self._snapshot = _Snapshot(generation=-1)
         self._reload_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # serialises the swaps of this process
+        self._installing: int | None = None  # the generation this process's ingest is loading
 
     # ------------------------------------------------------------------------------------
     # documents
@@ -204,37 +247,108 @@ class KnowledgeBase:
         """Add or replace one document. Raises IngestError (index untouched) on bad input.
 
         ``may_replace(existing_consortium)`` is asked before an existing document of the same
-        title is replaced (an admin may only replace their own consortium's documents).
+        title (compared by ``title_key``) is replaced (an admin may only replace their own
+        consortium's documents). Without it, a document of another consortium may not be taken
+        over by an upload for a different ``consortium`` either; ``consortium=None`` keeps the
+        existing document's consortium.
         """
         from knowledge.readers import extract
 
-        extracted = extract(file_name, data, max_bytes=self._max_upload_bytes)
-        title = (title or extracted.title).strip()
+        file_name = clean_title(file_name) or "(unnamed file)"
+        extracted = extract(file_name, data, limits=self._limits)
+        title = _registered_title(file_name, title, extracted.title)
+        key = title_key(title)
         sha = hashlib.sha256(data).hexdigest()
-        with self._write_lock, self._sessions() as session:
-            doc = session.scalar(select(Document).where(Document.title == title))
-            if doc is not None and may_replace is not None and not may_replace(doc.consortium):
+
+        # A short read: who holds this title now? (no transaction is kept open afterwards)
+        with self._sessions() as session:
+            existing = _find_document(session, key, title)
+            if existing is not None:
+                _check_may_replace(file_name, title, existing, consortium, may_replace)
+                if existing.sha256 == sha and (consortium is None or consortium == existing.consortium):
+                    return IngestResult(clean_title(existing.title), "unchanged", existing.version, existing.chunk_count)
+                guessed_version = existing.version + 1
+            else:
+                guessed_version = 1
+
+        # The slow part, outside any transaction and any lock a question needs.
+        drafts = chunk_document(extracted, consortium, max_chunks=self._limits.max_chunks)
+        del extracted
+        if not drafts:
+            raise IngestError(file_name, "no readable text found", "文件中没有可识别的正文文字")
+        texts = [d.text(title) for d in drafts]
+        token_rows = [" ".join(tokenize(text)) for text in texts]
+        vectors = self._embed(texts)
+        nonce = secrets.token_hex(3)  # ids never collide with a concurrent upload of the same title
+        prefix = f"{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}-v{guessed_version}-{nonce}"
+        ids = [f"{prefix}-{d.seq}" for d in drafts]
+        meta_consortium = consortium if consortium is not None else (existing.consortium if existing else None)
+        self._vectors.upsert(
+            ids,
+            vectors,
+            [{"document": title, "version": guessed_version, "consortium": meta_consortium or ""} for _ in ids],
+        )
+        del vectors
+
+        # The swap: one short write transaction.
+        with self._write_lock:
+            try:
+                result, old_ids, generation = self._swap(
+                    file_name, title, key, sha, consortium, uploaded_by, may_replace, drafts, ids, token_rows
+                )
+            except IntegrityError:
+                self._vectors.delete(ids)
                 raise IngestError(
                     file_name,
-                    f"a document titled {title!r} belongs to another consortium",
-                    f"已有同名文件《{title}》属于其他医联体，您无权替换",
-                )
-            if doc is not None and doc.sha256 == sha and (consortium is None or consortium == doc.consortium):
-                return IngestResult(title, "unchanged", doc.version, doc.chunk_count)
-            drafts = chunk_document(extracted, consortium)
-            if not drafts:
-                raise IngestError(file_name, "no readable text found", "文件中没有可识别的正文文字")
-            version = (doc.version + 1) if doc else 1
-            key = hashlib.sha1(title.encode("utf-8")).hexdigest()[:10]
-            ids = [f"{key}-v{version}-{d.seq}" for d in drafts]
-            texts = [d.text(title) for d in drafts]
-            vectors = self._embedder.encode(texts)
-            consortium = consortium if consortium is not None else (doc.consortium if doc else None)
-            self._vectors.upsert(
-                ids, vectors, [{"document": title, "version": version, "consortium": consortium or ""} for _ in ids]
-            )
-            old_ids: list[str] = []
-            try:
+                    f"another upload of “{title}” was registered at the same moment; please try again",
+                    f"同名文件《{title}》正在被同时上传，请稍后重试",
+                ) from None
+            except BaseException:
+                self._vectors.delete(ids)
+                raise
+            if generation is None:  # someone registered the very same content meanwhile
+                self._vectors.delete(ids)
+                return result
+            self._install(generation)  # committed: answers come from the new version from now on
+        if old_ids:
+            self._vectors.delete(old_ids)
+        log.info("document %s", result.status, extra={"title": title, "version": result.version,
+                                                       "chunks": result.chunk_count})
+        return result
+
+    def _swap(
+        self,
+        file_name: str,
+        title: str,
+        key: str,
+        sha: str,
+        consortium: str | None,
+        uploaded_by: str | None,
+        may_replace: Callable[[str | None], bool] | None,
+        drafts: list,
+        ids: list[str],
+        token_rows: list[str],
+    ) -> tuple[IngestResult, list[str], int | None]:
+        """Switch the live chunk set to the new version in one short write transaction.
+
+        Returns the result, the chunk ids of the replaced version, and the new generation (None
+        when nothing was written). Sets ``_installing`` just before the commit, so that questions
+        keep the current snapshot until ``_install`` has loaded the new one.
+        """
+        old_ids: list[str] = []
+        try:
+            with self._sessions.begin() as session:
+                current = _find_document(session, key, title, lock=True)  # may have changed meanwhile
+                doc = None
+                if current is not None:
+                    _check_may_replace(file_name, title, current, consortium, may_replace)
+                    if current.sha256 == sha and (consortium is None or consortium == current.consortium):
+                        unchanged = IngestResult(clean_title(current.title), "unchanged", current.version,
+                                                 current.chunk_count)
+                        return unchanged, [], None
+                    doc = session.get(Document, current.id)
+                version = (doc.version + 1) if doc else 1
+                consortium = consortium if consortium is not None else (doc.consortium if doc else None)
                 now = datetime.now(timezone.utc)
                 if doc is None:
                     doc = Document(title=title, created_at=now)
@@ -242,7 +356,8 @@ class KnowledgeBase:
                 else:
                     old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
                     session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
-                doc.file_name = file_name
+                doc.title = title  # a legacy, un-normalised title is cleaned on replacement
+                doc.file_name = file_name[:300]
                 doc.sha256 = sha
                 doc.version = version
                 doc.consortium = consortium
@@ -250,20 +365,22 @@ class KnowledgeBase:
                 doc.chunk_count = len(drafts)
                 doc.updated_at = now
                 session.flush()
-                session.add_all(
-                    Chunk(
-                        id=cid,
-                        document_id=doc.id,
-                        seq=d.seq,
-                        kind=d.kind,
-                        clause_no=d.clause_no,
-                        heading_path=d.heading_path,
-                        text=d.body,
-                        tokens=" ".join(tokenize(text)),
-                    )
-                    for cid, d, text in zip(ids, drafts, texts)
+                session.execute(
+                    insert(Chunk),
+                    [
+                        {
+                            "id": cid,
+                            "document_id": doc.id,
+                            "seq": d.seq,
+                            "kind": d.kind,
+                            "clause_no": d.clause_no,
+                            "heading_path": d.heading_path,
+                            "text": d.body,
+                            "tokens": tokens,
+                        }
+                        for cid, d, tokens in zip(ids, drafts, token_rows)
+                    ],
                 )
-                _bump_generation(session)
                 audit.record(
                     session,
                     uploaded_by or "system",
@@ -271,36 +388,53 @@ class KnowledgeBase:
                     title,
                     {"version": version, "chunks": len(drafts), "sha256": sha, "file": file_name},
                 )
-                session.commit()
-            except Exception:
-                session.rollback()
-                self._vectors.delete(ids)
-                raise
-        if old_ids:
-            self._vectors.delete(old_ids)
+                generation = _bump_generation(session)
+                self._installing = generation
+        except BaseException:
+            self._installing = None
+            raise
         status = "updated" if version > 1 else "added"
-        log.info("document %s", status, extra={"title": title, "version": version, "chunks": len(drafts)})
-        return IngestResult(title, status, version, len(drafts))
+        return IngestResult(title, status, version, len(drafts)), old_ids, generation
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for ``texts``, a small batch at a time so that questions are never kept waiting."""
+        parts = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            parts.append(np.asarray(self._embedder.encode(texts[start : start + EMBED_BATCH]), dtype=np.float32))
+            time.sleep(0.002)  # let a question waiting for the embedder take it now
+        return np.vstack(parts)
 
     def ingest_path(self, path: Path, **kwargs: object) -> IngestResult:
         path = Path(path)
+        name = path.name
         try:
+            size = path.stat().st_size
+            if path.is_dir():
+                raise IngestError(name, "is a folder, not a file", "这是文件夹，不是文件")
+            if self._max_upload_bytes and size > self._max_upload_bytes:
+                # refused before reading: a huge file must not be loaded into memory first
+                raise _file_too_large(name, size, self._max_upload_bytes)
             data = path.read_bytes()
+        except IngestError:
+            raise
         except OSError as exc:
-            raise IngestError(path.name, f"cannot read file: {exc.strerror}", "无法读取文件") from exc
-        return self.ingest_bytes(path.name, data, **kwargs)  # type: ignore[arg-type]
+            raise IngestError(name, f"cannot read file: {exc.strerror or exc}", "无法读取文件") from exc
+        return self.ingest_bytes(name, data, **kwargs)  # type: ignore[arg-type]
 
     def remove(self, title: str, *, removed_by: str | None = None) -> bool:
-        """Delete a document from SQL and the vector index. False if no such title."""
-        with self._write_lock, self._sessions() as session:
-            doc = session.scalar(select(Document).where(Document.title == title))
-            if doc is None:
+        """Delete a document from SQL and the vector index. False if no such title.
+
+        The title is matched as a user would read it (``title_key``).
+        """
+        with self._write_lock, self._sessions.begin() as session:
+            found = _find_document(session, title_key(title), clean_title(title), lock=True)
+            if found is None:
                 return False
+            doc = session.get(Document, found.id)
             ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
-            audit.record(session, removed_by or "system", "document.remove", title, {"version": doc.version})
+            audit.record(session, removed_by or "system", "document.remove", clean_title(doc.title), {"version": doc.version})
             session.delete(doc)
             _bump_generation(session)
-            session.commit()
         self._vectors.delete(ids)
         return True
 
@@ -308,7 +442,8 @@ class KnowledgeBase:
         with self._sessions() as session:
             return [
                 DocumentInfo(
-                    d.title, d.file_name, d.version, d.consortium, d.chunk_count, d.uploaded_by, d.updated_at, d.sha256
+                    clean_title(d.title), d.file_name, d.version, d.consortium, d.chunk_count, d.uploaded_by,
+                    d.updated_at, d.sha256,
                 )
                 for d in session.scalars(select(Document).order_by(Document.title))
             ]
@@ -317,15 +452,35 @@ class KnowledgeBase:
     # retrieval
 
     def snapshot(self) -> _Snapshot:
-        """The live chunk set, reloaded when another writer (or process) changed it."""
+        """The live chunk set, reloaded when another writer (or process) changed it.
+
+        While this process's own ingest is loading the generation it has just committed,
+        questions keep the previous snapshot instead of waiting for the reload: the swap
+        completes, for this process, when the ingest installs the new snapshot (before it
+        returns). A change made by another process makes questions wait for the reload.
+        """
         with self._sessions() as session:
             generation = session.scalar(select(KnowledgeState.generation).where(KnowledgeState.id == 1)) or 0
-            if generation == self._snapshot.generation:
-                return self._snapshot
+            current = self._snapshot
+            if generation == current.generation:
+                return current
+            if current.generation >= 0 and generation == self._installing:
+                return current
             with self._reload_lock:
                 if generation != self._snapshot.generation:
                     self._snapshot = _load_snapshot(session, generation)
         return self._snapshot
+
+    def _install(self, generation: int) -> None:
+        """Load the snapshot of ``generation`` (just committed by this process) and switch to it."""
+        try:
+            with self._reload_lock, self._sessions() as session:
+                if self._snapshot.generation != generation:
+                    self._snapshot = _load_snapshot(session, generation)
+        except Exception:  # the swap is committed; the next question reloads instead
+            log.warning("could not load the new knowledge snapshot", exc_info=True)
+        finally:
+            self._installing = None
 
     def retrieve(self, question: str, *, consortium: str | None = None, k: int = 10) -> list[Hit]:
         return self._retrieve(question, consortium=consortium, k=k)[1]
@@ -389,12 +544,104 @@ class KnowledgeBase:
         return answer
 
 
-def _bump_generation(session: Session) -> None:
-    state = session.get(KnowledgeState, 1)
+def _registered_title(file_name: str, given: str | None, extracted: str) -> str:
+    """The title a document is registered and shown under (``clean_title``)."""
+    if given is not None and given.strip():
+        title = clean_title(given)
+        if not title:
+            raise IngestError(
+                file_name,
+                "the title given is empty once invisible characters are removed",
+                "给定的标题去除不可见字符后为空，请提供有效的标题",
+            )
+        if len(title) > MAX_TITLE_CHARS:
+            raise IngestError(
+                file_name,
+                f"the title given is longer than {MAX_TITLE_CHARS} characters",
+                f"给定的标题超过 {MAX_TITLE_CHARS} 字，请使用较短的标题",
+            )
+        return title
+    title = clean_title(extracted)
+    if not title:
+        raise IngestError(
+            file_name,
+            "the document has no usable title (its name is only invisible characters); please give one",
+            "文件没有可用的标题（文件名只含不可见字符），请提供标题",
+        )
+    return title[:MAX_TITLE_CHARS].rstrip()
+
+
+@dataclass(frozen=True)
+class _DocRef:
+    id: int
+    title: str
+    consortium: str | None
+    version: int
+    sha256: str
+    chunk_count: int
+
+
+def _find_document(session: Session, key: str, title: str, *, lock: bool = False) -> _DocRef | None:
+    """The registered document whose title has this ``title_key``, if any.
+
+    Titles registered before normalisation may differ from their clean form, so every title is
+    compared by its key (the registry holds tens of documents, not millions). Should several
+    legacy titles share a key, the one written exactly like ``title`` wins, then the oldest.
+    """
+    rows = session.execute(
+        select(Document.id, Document.title, Document.consortium, Document.version, Document.sha256, Document.chunk_count)
+        .order_by(Document.id)
+    ).all()
+    matches = [_DocRef(*row) for row in rows if title_key(row.title) == key]
+    if not matches:
+        return None
+    found = next((m for m in matches if m.title == title), matches[0])
+    if lock and session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Document.id).where(Document.id == found.id).with_for_update())
+    return found
+
+
+def _check_may_replace(
+    file_name: str,
+    title: str,
+    existing: _DocRef,
+    consortium: str | None,
+    may_replace: Callable[[str | None], bool] | None,
+) -> None:
+    if may_replace is not None:
+        allowed = may_replace(existing.consortium)
+    else:
+        allowed = existing.consortium is None or consortium is None or consortium == existing.consortium
+    if allowed:
+        return
+    shown = clean_title(existing.title)
+    raise IngestError(
+        file_name,
+        f"a document titled “{shown}” already belongs to another consortium and you may not replace it; "
+        "if this is your own consortium's document, please upload it under a different title",
+        f"已有同名文件《{shown}》属于其他医联体，您无权替换；如为本单位的文件，请更换标题后再上传",
+    )
+
+
+def _file_too_large(file_name: str, size: int, limit: int) -> IngestError:
+    def mb(n: int) -> str:
+        text = f"{n / (1024 * 1024):.1f}"
+        return text[:-2] if text.endswith(".0") else text
+
+    return IngestError(
+        file_name,
+        f"file is {mb(size)} MB, larger than the {mb(limit)} MB limit",
+        f"文件过大（{mb(size)} MB），超过 {mb(limit)} MB 的上限，请拆分或压缩后再上传",
+    )
+
+
+def _bump_generation(session: Session) -> int:
+    state = session.get(KnowledgeState, 1, with_for_update=True)  # no lost update across processes
     if state is None:
         session.add(KnowledgeState(id=1, generation=1))
-    else:
-        state.generation += 1
+        return 1
+    state.generation += 1
+    return state.generation
 
 
 # words that say what kind of document it is, not which one
@@ -452,21 +699,23 @@ def _lucene_bm25(corpus: list[list[str]]):
 
 def _load_snapshot(session: Session, generation: int) -> _Snapshot:
     rows = session.execute(
-        select(Chunk, Document.title, Document.consortium).join(Document).order_by(Document.title, Chunk.seq)
+        select(
+            Chunk.id, Chunk.kind, Chunk.clause_no, Chunk.heading_path, Chunk.text, Chunk.tokens,
+            Document.title, Document.consortium,
+        )
+        .join(Document)
+        .order_by(Document.title, Chunk.seq)
     ).all()
     chunks = []
     corpus = []
-    for chunk, title, consortium in rows:
-        tokens = chunk.tokens.split()
+    shown: dict[str, str] = {}
+    for cid, kind, clause_no, heading_path, body, token_text, raw_title, consortium in rows:
+        title = shown.get(raw_title) or shown.setdefault(raw_title, clean_title(raw_title))
+        tokens = token_text.split()
         corpus.append(tokens)
-        path = tuple(chunk.heading_path or ())
-        text = " › ".join([title, *path]) + "\n" + chunk.text
-        chunks.append(
-            ChunkView(
-                chunk.id, title, consortium, path, chunk.clause_no, chunk.kind, chunk.text, text, frozenset(tokens),
-                frozenset(tokenize(path[-1])) if path and chunk.kind == "clause" else frozenset(),
-            )
-        )
+        path = tuple(heading_path or ())
+        text = " › ".join([title, *path]) + "\n" + body
+        chunks.append(ChunkView(cid, title, consortium, path, clause_no, kind, body, text, frozenset(tokens)))
     snap = _Snapshot(generation=generation, chunks=chunks, position={c.id: i for i, c in enumerate(chunks)})
     if corpus:
         bm25 = _lucene_bm25(corpus)

@@ -4,6 +4,11 @@ Two normal forms exist on purpose: *display* text keeps the document's own punct
 must look like the policy) but drops the stray spaces PDF export leaves between Chinese
 characters ("副理事长8 名", "韩  伟"); *match* text is NFKC-folded (full/half width, compatibility
 forms) and has no white space at all, which is what both retrieval and answer checks compare.
+
+Document titles (and file names shown back to users) have their own pair: ``clean_title`` is what
+is registered and shown (no invisible or control characters, blanks folded), ``title_key`` is
+what two titles are compared by (NFKC, case-folded, no blanks), so that a title cannot pass for
+another one by a zero-width space, a look-alike compatibility character or an extra blank.
 """
 
 from __future__ import annotations
@@ -33,6 +38,47 @@ def clean_display(text: str) -> str:
 def fold(text: str) -> str:
     """The comparison form: NFKC, lower case, no white space."""
     return _WS.sub("", unicodedata.normalize("NFKC", text)).lower()
+
+
+# Format characters (zero-width space/joiners, bidi marks and overrides, word joiner, BOM, soft
+# hyphen, tag characters…) are category Cf; controls are Cc. The others render as nothing too.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+_INVISIBLE_EXTRA = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u180f\u3164\uffa0") | frozenset(
+    chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]  # variation selectors
+)
+# Full-width ASCII forms (（）：，ＡＢ１２) are kept in titles as written: Chinese typography uses
+# them, and title_key folds them for comparisons anyway.
+_FULLWIDTH_RUN = re.compile("([\uff01-\uff5e]+)")
+
+
+def _nfkc_keeping_fullwidth(text: str) -> str:
+    parts = _FULLWIDTH_RUN.split(text)
+    return "".join(p if i % 2 else unicodedata.normalize("NFKC", p) for i, p in enumerate(parts))
+
+
+def _visible(text: str) -> str:
+    """White space as a plain blank, invisible characters dropped."""
+    return "".join(
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch.isspace() or (unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _INVISIBLE_EXTRA)
+    )
+
+
+def clean_title(text: str) -> str:
+    """A title as registered and shown: NFKC (full-width punctuation kept), no zero-width,
+    format or control characters, runs of white space folded to one blank, trimmed."""
+    return " ".join(_visible(_nfkc_keeping_fullwidth(text)).split())
+
+
+def title_key(text: str) -> str:
+    """What two titles are compared by: NFKC, case-folded, invisible characters and blanks removed.
+
+    "松原…实施方案\u200b", "松原…实施⽅案" (Kangxi radical) and "松原… 实施方案" all have the key
+    of "松原…实施方案".
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", clean_title(text)).casefold())
+    return "".join(_visible(folded).split())
 
 
 def split_sentences(text: str) -> list[str]:
