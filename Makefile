@@ -1,37 +1,86 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Everything is installed from the hashed locks in requirements/ (README: "Dependencies and locks").
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pip-audit and uv live in their own venv so that they never touch the application's dependencies.
+TOOLS  := $(VENV)/tools
+REQ    := requirements
 # A local wheel directory (CPU torch lives there on these machines) is used when present.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP    := $(BIN)/pip install --disable-pip-version-check -q $(FIND_LINKS)
+# Where torch==2.13.0+cpu is found: /opt/wheels here, else PyTorch's page of CPU/CUDA wheels.
+TORCH_FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*),/opt/wheels,https://download.pytorch.org/whl/torch/)
+# Browser tests use Debian's /usr/bin/chromium; playwright must never fetch its own browsers.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test install install-test bench eval clean
+STALE_LOCK = { echo "requirements/*.txt do not satisfy pyproject.toml: run 'make lock'" >&2; exit 1; }
+
+.PHONY: run test install install-test audit lock bench eval clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+# pip and setuptools come from the lock too, then the project itself without dependencies; the
+# dry run (offline) fails when pyproject.toml asks for something the lock does not provide.
+$(VENV)/.installed: pyproject.toml $(REQ)/build.txt $(REQ)/runtime.txt | $(BIN)/python
+	$(PIP) --require-hashes -r $(REQ)/build.txt -r $(REQ)/runtime.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	$(PIP) --dry-run --no-index --no-build-isolation -e . || $(STALE_LOCK)
 	touch $@
 
-# torch is installed first and pinned so that sentence-transformers never pulls a CUDA build.
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[st,test]"
+# torch is installed first, from its own lock: hash-pinned to the CPU wheel, so that pip can never
+# take PyPI's CUDA build; the test lock (runtime + [st,test] extras) leaves torch out.
+$(VENV)/.installed-test: pyproject.toml $(REQ)/torch.txt $(REQ)/test.txt $(VENV)/.installed
+	$(PIP) --require-hashes --find-links $(TORCH_FIND_LINKS) -r $(REQ)/torch.txt
+	$(PIP) --require-hashes -r $(REQ)/test.txt
+	$(PIP) --dry-run --no-index --no-build-isolation -e ".[st,test]" || $(STALE_LOCK)
+	touch $@
+
+$(TOOLS)/.installed: $(REQ)/tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --disable-pip-version-check -q --require-hashes -r $(REQ)/tools.txt
 	touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# YILIAN_DEMO=true (exported to every step) turns on the demo web chat with its identity picker
+# (loopback only). Seeding the samples is idempotent and never overwrites.
+run: export YILIAN_DEMO := true
 run: install
 	$(BIN)/yilian db upgrade
-	$(BIN)/yilian bootstrap
+	$(BIN)/yilian bootstrap --samples
 	$(BIN)/yilian serve
 
-test: install-test
+test: install-test $(TOOLS)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(AUDIT)
+
+# Vulnerability audit of every pin in the locks (requirements/audit.py). Skipped, with one line,
+# when the service cannot be reached; fails only on vulnerabilities that have a fixed release.
+# AUDIT_STRICT=0 only warns; AUDIT_IGNORE="GHSA-... PYSEC-..." ignores ids (say why in the commit).
+AUDIT_STRICT  ?= 1
+AUDIT_IGNORE  ?=
+AUDIT_TIMEOUT ?= 120
+AUDIT = $(TOOLS)/bin/python $(REQ)/audit.py --timeout $(AUDIT_TIMEOUT) \
+	$(if $(filter 0 no false,$(AUDIT_STRICT)),--warn-only,) $(foreach id,$(AUDIT_IGNORE),--ignore $(id)) \
+	$(REQ)/build.txt $(REQ)/test.txt $(REQ)/torch.txt
+audit: $(TOOLS)/.installed
+	$(AUDIT)
+
+# Regenerate the locks (needs PyPI). Existing pins are kept unless LOCK_FLAGS=--upgrade
+# (or --upgrade-package NAME) is given. Universal locks: valid for Python >= 3.11 on any platform.
+UV_COMPILE = $(TOOLS)/bin/uv pip compile -q --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_FLAGS)
+lock: $(TOOLS)/.installed
+	$(UV_COMPILE) $(REQ)/build.in -o $(REQ)/build.txt
+	$(UV_COMPILE) pyproject.toml -c $(REQ)/build.txt -o $(REQ)/runtime.txt
+	$(UV_COMPILE) pyproject.toml --extra st --extra test -c $(REQ)/build.txt -c $(REQ)/runtime.txt \
+		--find-links $(TORCH_FIND_LINKS) --override $(REQ)/torch.in --no-emit-package torch \
+		-o $(REQ)/test.txt
+	$(UV_COMPILE) $(REQ)/torch.in -c $(REQ)/test.txt --find-links $(TORCH_FIND_LINKS) -o $(REQ)/torch.txt
+	$(UV_COMPILE) $(REQ)/tools.in -c $(REQ)/build.txt -o $(REQ)/tools.txt
 
 bench: install-test
 	$(BIN)/python bench/bench_knowledge.py
