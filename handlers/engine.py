@@ -9,7 +9,9 @@ transaction is committed.
 Order of decisions for one message:
 
 1. resolve the user (``handlers.identity``) and load their open dialog (``get_dialog``);
-2. a dialog that timed out is announced once (``DialogExpired``);
+2. a dialog that timed out is announced once (``DialogExpired``); the last policy answer's context
+   (``handlers.followup``) shares the dialog row but is no dialog: it is set aside here, never
+   announced, and only a private chat's typed question uses it;
 3. a button of a dialog goes to that dialog (or is answered as stale);
 4. the text is routed (``handlers.intents.route``): ``取消`` ends the open dialog, ``帮助`` inside a
    dialog repeats its question, another command replaces the dialog, anything else answers it;
@@ -17,6 +19,11 @@ Order of decisions for one message:
    checked with ``storage.access``; everything else is dispatched to a command or a dialog.
 
 Replies are finally cut to the channel's size limit (``handlers.replies``).
+
+Follow-ups ("那理事会呢？", "第二条出自哪里？", "还有呢？") are understood in ``_resolve`` with the
+context of the user's last answer (``handlers.followup``); after each policy answer in a private
+chat that context is stored in its own short transaction, unless a real dialog took the row.
+Group chats neither use nor store it.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
-from handlers import commands, dialogs
+from handlers import commands, dialogs, followup
 from handlers.dialogs.base import Turn, Update, decode_choice
 from handlers.identity import Identity, access_guidance, resolve
 from handlers.intents import Intent, IntentKind, route
@@ -71,6 +79,13 @@ log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 2000
 
 Item = Reply | commands.PolicyLookup | commands.DocumentUpload | commands.DocumentListing
+
+
+@dataclass
+class _Question(commands.PolicyLookup):
+    """A typed policy question, with the context of the asker's last answer (private chats)."""
+
+    context: dict | None = None
 
 
 class ConversationEngine:
@@ -115,7 +130,7 @@ class ConversationEngine:
             replies: list[Reply] = []
             for item in items:
                 if isinstance(item, commands.PolicyLookup):
-                    replies.extend(self._resolve(item))
+                    replies.extend(self._resolve(item, msg))
                 elif isinstance(item, commands.DocumentUpload):
                     replies.extend(self._ingest(item))
                 elif isinstance(item, commands.DocumentListing):
@@ -165,6 +180,12 @@ class ConversationEngine:
 
     def _dispatch(self, session: Session, identity: Identity, state: DialogState | DialogExpired | None,
                   msg: Incoming, now: datetime) -> list[Item]:
+        context = None
+        if state is not None and state.dialog == followup.CONTEXT_DIALOG:
+            # The last answer's context, not a dialog: never announced, never in the way.
+            if isinstance(state, DialogState) and msg.private:
+                context = state.data
+            state = None
         if not msg.private and state is not None:
             # Dialogs are personal (codes, patients, staff): a group message never answers one,
             # and an open one is neither shown nor closed here.
@@ -232,10 +253,10 @@ class ConversationEngine:
                 turn = self._turn(session, identity, now, text=text)
                 return self._advance(session, identity, msg, open_state, turn)
 
-        return lead + self._command(session, identity, msg, intent, text, now)
+        return lead + self._command(session, identity, msg, intent, text, now, context)
 
     def _command(self, session: Session, identity: Identity, msg: Incoming, intent: Intent, text: str,
-                 now: datetime) -> list[Item]:
+                 now: datetime, context: dict | None = None) -> list[Item]:
         english = intent.english
         kind = intent.kind
         denied = self._denied(session, identity, msg, kind.value, english)
@@ -245,7 +266,7 @@ class ConversationEngine:
         if kind == IntentKind.ASK:
             if not intent.arg:
                 return [commands.ask_prompt(english=english)]
-            return [commands.PolicyLookup(intent.arg, self._consortium_for(identity))]
+            return [_Question(intent.arg, self._consortium_for(identity), context=context)]
         if kind == IntentKind.HELP:
             return [commands.help_menu(identity, english=english)]
         if kind == IntentKind.START:
@@ -371,10 +392,34 @@ class ConversationEngine:
                               chunks=result.chunk_count))
         return [Reply("\n".join(lines))]
 
-    def _resolve(self, lookup: commands.PolicyLookup) -> list[Reply]:
+    def _resolve(self, lookup: commands.PolicyLookup, msg: Incoming) -> list[Reply]:
         consortium = lookup.consortium or self._ctx.settings.default_consortium
-        answer = self.kb.ask(lookup.question, consortium=consortium)
-        return [Reply(lookup.intro + answer.text, choices=lookup.choices)]
+        context = followup.Context.from_data(getattr(lookup, "context", None))
+        turn = followup.interpret(lookup.question, context, self.kb.snapshot().idf if context else None)
+        if turn.kind is followup.Kind.SOURCE:  # answered from the stored quotes, no retrieval
+            text, after = followup.source_reply(context, turn.index, english=turn.english), context
+        elif turn.kind is followup.Kind.MORE:
+            answer = self.kb.ask(turn.question, consortium=consortium)
+            text, after = followup.more_reply(context, answer.hits, refused=answer.refused, english=turn.english)
+        else:  # a question, maybe rewritten from a follow-up ("那理事会呢？" → "理事会多久开一次？")
+            answer = self.kb.ask(turn.question, consortium=consortium)
+            text, after = answer.text, followup.Context.of_answer(turn.question, consortium, answer)
+        if msg.private:
+            self._remember(msg, after)
+        return [Reply(lookup.intro + text, choices=lookup.choices)]
+
+    def _remember(self, msg: Incoming, context: followup.Context | None) -> None:
+        """Keep the last answer's context for follow-ups, unless a real dialog took the row."""
+        if context is None:
+            return
+        try:
+            with self._ctx.sessions.begin() as session:
+                repo.put_dialog_unless_other(session, msg.channel, msg.user_key, followup.CONTEXT_DIALOG,
+                                             followup.CONTEXT_STEP, context.to_data(),
+                                             ttl=self._ctx.settings.dialog_ttl_minutes, now=self._clock())
+        except Exception:  # the answer matters more than the context: send it anyway
+            log.warning("could not store the answer context", exc_info=True,
+                        extra={"channel": msg.channel})
 
 
 __all__ = ["MAX_TEXT_CHARS", "ConversationEngine"]

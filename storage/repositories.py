@@ -6,7 +6,8 @@ caller owns the transaction (``with session_factory.begin() as s: ...``). Times 
 
 * staff look-ups: ``get_staff_by_code`` / ``get_staff_by_wecom_userid`` / ``get_staff_by_telegram_id``
 * invites: ``create_invite`` (returns the plain code, shown once) / ``redeem_invite``
-* dialogs: ``get_dialog`` / ``put_dialog`` / ``clear_dialog`` (``DialogExpired`` marker on timeout)
+* dialogs: ``get_dialog`` / ``put_dialog`` / ``clear_dialog`` (``DialogExpired`` marker on timeout);
+  ``put_dialog_unless_other`` for state any dialog may take over (the last answer's context)
 * dedupe: ``claim_update`` (True the first time only, across workers)
 * audit: ``record``
 """
@@ -361,6 +362,38 @@ def put_dialog(session: Session, channel: str, user_key: str | int, dialog: str,
     key = {"channel": channel, "user_key": str(user_key)}
     _upsert(session, DialogState, key, values, conflict_cols=["channel", "user_key"])
     return Dialog(dialog=dialog, step=step, data=dict(data or {}), updated_at=now, expires_at=values["expires_at"])
+
+
+def put_dialog_unless_other(session: Session, channel: str, user_key: str | int, dialog: str, step: str,
+                            data: dict[str, Any] | None = None, *, ttl: timedelta | float = 60,
+                            now: datetime | None = None) -> bool:
+    """Like ``put_dialog``, but never replaces a state of *another* dialog: for a state that any
+    real dialog may take over (the last answer's context, ``handlers.followup``) and that is
+    written outside the transaction that read the row. Returns whether it was written."""
+    now = as_utc(now) if now else utcnow()
+    ttl_delta = ttl if isinstance(ttl, timedelta) else timedelta(minutes=float(ttl))
+    values = {"dialog": dialog, "step": step, "data": dict(data or {}),
+              "updated_at": now, "expires_at": now + ttl_delta}
+    key = {"channel": channel, "user_key": str(user_key)}
+    table = DialogState.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(table).values(**key, **values).on_conflict_do_update(
+            index_elements=["channel", "user_key"], set_=values, where=table.c.dialog == dialog,
+        ).returning(table.c.id)
+        return session.execute(stmt).first() is not None
+    # pragma: no cover - other databases
+    row = session.scalars(select(DialogState).filter_by(**key)).one_or_none()
+    if row is None:
+        session.add(DialogState(**key, **values))
+    elif row.dialog == dialog:
+        for k, v in values.items():
+            setattr(row, k, v)
+    else:
+        return False
+    session.flush()
+    return True
 
 
 def clear_dialog(session: Session, channel: str, user_key: str | int) -> bool:
