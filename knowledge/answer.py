@@ -25,6 +25,9 @@ TOP_SHARE = 0.55  # of the byte budget, for the best clause when several are quo
 TOP_QUOTE_BYTES = 600  # ~200 Chinese characters: a short clause whole, else its most relevant sentences
 OTHER_QUOTE_BYTES = 360
 LIST_QUOTE_BYTES = 1200
+# Other sentences of a long clause are quoted beside the best one when nearly as relevant; a
+# sentence with the kind of answer asked for (每季度…) outranks ones that merely name the subject.
+NEIGHBOUR_RATIO = 0.85
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,16 @@ def is_covered(hits: list) -> bool:
     return strength >= MIN_COVERAGE and hits[0].unknown_share < MAX_UNKNOWN_SHARE
 
 
-def compose(question: str, hits: list, *, language: str, relevance: Callable[[str], float]) -> Answer:
-    """Quote the best clauses for ``question``, or refuse when the evidence is weak.
+def compose(question: str, hits: list, *, language: str, relevance: Callable[[str], float],
+            covered: bool | None = None, consortium: str | None = None) -> Answer:
+    """Quote the best clauses for ``question``, or refuse when the policies do not answer it.
 
-    ``relevance(text)`` scores a sentence against the question (``Query.relevance``); it picks
-    what to quote from a clause too long to quote whole.
+    ``covered`` is the answerability decision (``knowledge.answerability``); without it the
+    plain coverage cut ``is_covered`` decides. ``relevance(text)`` scores a sentence against the
+    question (``Query.relevance``); it picks what to quote from a clause too long to quote whole.
+    ``consortium`` is the asker's: a rule quoted from another consortium's document says so.
     """
-    if not is_covered(hits):
+    if not (is_covered(hits) if covered is None else covered):
         return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
     chosen = _choose(hits)
     header = "According to the policy documents (quoted in the original Chinese):" if language == "en" else ""
@@ -110,9 +116,31 @@ def compose(question: str, hits: list, *, language: str, relevance: Callable[[st
             break
         quotes.append(Quote(citation, _excerpt(hit.chunk.body, relevance, text_budget), hit.chunk.id))
     parts = [header] if header else []
+    foreign = _foreign_note(chosen[: len(quotes)], consortium, language)
+    if foreign:
+        parts.append(foreign)
     parts += [_format_quote(q, language, len(quotes) > 1, k) for k, q in enumerate(quotes)]
     text = "\n\n".join(parts)
     return Answer(question, truncate_utf8(text, MAX_ANSWER_BYTES), False, language, quotes, hits)
+
+
+def _foreign_note(chosen: list, consortium: str | None, language: str) -> str:
+    """Say so when the quoted rules are another consortium's (the asker's own documents rank
+    first whenever they say something relevant, so theirs had nothing closer)."""
+    if not consortium:
+        return ""
+    # a document the question names itself ("张店的…") needs no warning
+    others = [h.chunk for h in chosen
+              if h.chunk.consortium and h.chunk.consortium != consortium and not getattr(h, "named", False)]
+    if not others:
+        return ""
+    titles = "、".join(dict.fromkeys(f"《{c.document_title}》" for c in others))
+    if len(others) == len(chosen):
+        return (f"Your consortium's documents have no rule on this; the closest is another consortium's ({titles}), "
+                "for reference only:" if language == "en" else
+                f"本医联体的文件中没有找到直接相关的规定。以下是其他医联体文件{titles}中的规定，仅供参考：")
+    return (f"Note: {titles} is another consortium's document." if language == "en" else
+            f"注意：{titles}是其他医联体的文件，仅供参考。")
 
 
 def _choose(hits: list) -> list:
@@ -177,7 +205,7 @@ def _excerpt(body: str, relevance: Callable[[str], float], max_bytes: int) -> st
     used = utf8_len(sentences[best]) + 3
     # then the next most relevant sentences that still say something about the question
     for i in sorted(range(len(sentences)), key=lambda i: (-scores[i], i)):
-        if i == best or scores[i] < 0.5 * scores[best] or scores[i] == 0:
+        if i == best or scores[i] < NEIGHBOUR_RATIO * scores[best] or scores[i] == 0:
             continue
         size = utf8_len(sentences[i]) + 3
         if used + size <= max_bytes:

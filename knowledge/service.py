@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import secrets
 import threading
 import time
@@ -35,7 +36,10 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, Answer, compose
+from knowledge.answerability import features, is_answerable
+from knowledge.bilingual import BilingualIndex
+from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, MAX_ANSWER_BYTES, Answer, compose
+from knowledge.counting import asks_count, count_in_tables
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.extract_types import (
@@ -46,8 +50,18 @@ from knowledge.extract_types import (
     IngestError,
     Limits,
 )
-from knowledge.textnorm import clean_title, is_mostly_latin, title_key
-from knowledge.tokenize import english_concepts, expand_query, inner_bigrams, sub_words, tokenize, words
+from knowledge.textnorm import clean_title, is_mostly_latin, title_key, truncate_utf8
+from knowledge.tokenize import (
+    answer_cue,
+    english_concepts,
+    expand_query,
+    general_rarity,
+    inner_bigrams,
+    register_forms,
+    sub_words,
+    tokenize,
+    words,
+)
 from knowledge.vector_index import ChromaIndex
 from storage import repositories as audit
 from storage.models import Chunk, Document, KnowledgeState
@@ -63,6 +77,7 @@ W_BM25 = 1.0  # BM25 over jieba words and character bigrams, divided by the best
 W_DENSE = 0.5  # cosine similarity of the multilingual sentence vectors
 W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the clause
 W_HEADING = 0.5  # share of the question's terms in the clause's own title
+CUE_BONUS = 0.25  # a clause or sentence with the kind of answer asked for (每季度, 由…担任)
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
 OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties…
 OWN_MIN_COVERAGE_RATIO = 0.8  # …when their clause covers nearly as much of the question as the best
@@ -142,22 +157,35 @@ class Query:
     weighs the most, as it is the best evidence that the policies do not speak about the subject.
     """
 
-    def __init__(self, concepts: list[list[frozenset[str]]], search_tokens: list[str], snap: _Snapshot) -> None:
+    def __init__(self, concepts: list[list[frozenset[str]]], search_tokens: list[str], snap: _Snapshot,
+                 *, english: bool = False, cue: re.Pattern[str] | None = None) -> None:
+        self.english = english
+        #: what a sentence that answers the question tends to look like (``tokenize.answer_cue``)
+        self.cue = cue
         self.concepts = [c for c in concepts if c]
         self.search_tokens = search_tokens
         known = [[form for form in c if all(t in snap.idf for t in form)] for c in self.concepts]
+        # a known concept weighs its rarest form in the corpus; an unknown one weighs the most,
+        # scaled by how specific the word is in general Chinese (停车场 more than 门口)
         self.weights = [
-            max((max(snap.idf[t] for t in form) for form in forms), default=snap.unknown_idf) for forms in known
+            max((max(snap.idf[t] for t in form) for form in forms), default=0.0)
+            or snap.unknown_idf * _unknown_specificity(c)
+            for c, forms in zip(self.concepts, known)
         ]
         self.total = sum(self.weights) or 1.0
         self.unknown_share = sum(w for forms, w in zip(known, self.weights) if not forms) / self.total
+        #: per concept: does any policy use one of its forms?
+        self.known = [bool(forms) for forms in known]
+        #: per concept: how specific its word is in general Chinese (``tokenize.general_rarity``)
+        self.rarity = [_unknown_specificity(c) for c in self.concepts]
         words_asked = {t for c in self.concepts for form in c for t in form if not t.startswith("#")}
         self.named_documents = {title for title, names in snap.title_words.items() if names & words_asked}
 
     @classmethod
     def parse(cls, question: str, snap: _Snapshot) -> Query:
         if is_mostly_latin(question):
-            units = english_concepts(question)
+            # the glossary's domain phrases first; any other word through the dictionary
+            units = [(en, zh or " ".join(snap.bilingual.chinese(en))) for en, zh in english_concepts(question)]
             search_text = question + " " + " ".join(zh for _, zh in units)
             # "how often" helps the search (每年, 定期) but is not a subject the policies must cover
             concepts = [
@@ -167,16 +195,50 @@ class Query:
             ]
         else:
             search_text = expand_query(question)
-            # judged on what the user asked, not on our synonym expansions
-            concepts = [_forms(w) for w in words(question)]
-        return cls(concepts, tokenize(search_text), snap)
+            # judged on what the user asked, not on our synonym expansions; an everyday word is
+            # found as any of the policy words it stands for (大夫 → 医师)
+            asked = [w for w in (_content_part(w, snap) for w in words(question)) if w]
+            concepts = [_forms(w) + [f for syn in register_forms(w) for f in _forms(syn)] for w in asked]
+            return cls(concepts, tokenize(search_text), snap, cue=answer_cue(question))
+        return cls(concepts, tokenize(search_text), snap, english=True, cue=answer_cue(question))
 
     def share(self, tokens: frozenset[str]) -> float:
         """The weighted share of the question's concepts present among ``tokens``."""
         return sum(w for c, w in zip(self.concepts, self.weights) if any(form <= tokens for form in c)) / self.total
 
     def relevance(self, text: str) -> float:
-        return self.share(frozenset(tokenize(text)))
+        """How well ``text`` (a sentence to quote) answers: its share of the question's concepts,
+        plus a little when it has the kind of answer asked for (a frequency, a person …)."""
+        score = self.share(frozenset(tokenize(text)))
+        if self.cue is not None and score > 0 and self.cue.search(text):
+            score += CUE_BONUS
+        return score
+
+
+# Characters that, glued to a verb by the segmenter ("得开", "能干", "会派", "转得", "顺点"), make
+# a "word" no policy uses; what is left after them is the content, if anything.
+_FUNCTION_CHARS = frozenset("得能会要该想个来去点些下上每一几了着过的地把被让给就都还也很再又才")
+
+
+def _content_part(word: str, snap: _Snapshot) -> str | None:
+    """``word`` if the policies know it; else what remains of it without the spoken register's
+    function characters, if that is a word (None when nothing of substance is left)."""
+    if word in snap.idf or register_forms(word):
+        return word
+    rest = "".join(ch for ch in word if ch not in _FUNCTION_CHARS)
+    if rest == word:
+        return word  # a word no policy uses: itself evidence the question is off-topic
+    if len(rest) >= 2 and (rest in snap.idf or register_forms(rest)):
+        return rest
+    return None
+
+
+def _unknown_specificity(concept: list[frozenset[str]]) -> float:
+    word = next(iter(sorted(concept[0])))
+    return general_rarity(word) if _CJK_RE.match(word) else 1.0
+
+
+_CJK_RE = re.compile(r"^[\u3400-\u9fff]+$")
 
 
 def _forms(word: str) -> list[frozenset[str]]:
@@ -198,6 +260,11 @@ class _Snapshot:
     unknown_idf: float = 1.0
     # words that single out one document by name ("临沧", "油田医院"), per document title
     title_words: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @cached_property
+    def bilingual(self) -> BilingualIndex:
+        """English words → this corpus's Chinese words (built on the first English question)."""
+        return BilingualIndex(t for t in self.idf if not t.startswith("#"))
 
 
 class KnowledgeBase:
@@ -507,6 +574,8 @@ class KnowledgeBase:
             heading = query.share(chunk.heading_tokens)
             dense = float(dense_by_pos.get(pos, 0.0))
             score = W_BM25 * bm25_scores[pos] / best_bm25 + W_DENSE * dense + W_COVERAGE * coverage + W_HEADING * heading
+            if query.cue is not None and coverage > 0 and query.cue.search(chunk.body):
+                score += CUE_BONUS
             named = chunk.document_title in query.named_documents
             hits.append(
                 Hit(chunk, float(score), float(bm25_scores[pos]), dense, coverage, heading, query.unknown_share, named)
@@ -537,7 +606,14 @@ class KnowledgeBase:
         if query is None:  # no documents at all
             text = EMPTY_KB_EN if language == "en" else EMPTY_KB_ZH
             return Answer(question, text, True, language, ms=(time.perf_counter() - started) * 1000)
-        answer = compose(question, hits, language=language, relevance=query.relevance)
+        covered = bool(hits) and is_answerable(features(query, hits))
+        answer = compose(question, hits, language=language, relevance=query.relevance, covered=covered,
+                         consortium=consortium)
+        if not answer.refused and asks_count(question):
+            # "几家成员单位？": count the rows of the table the question is about, cite it, then quote
+            counted = count_in_tables(query, hits, self.snapshot().chunks)
+            if counted is not None:
+                answer.text = truncate_utf8(counted.text(language) + "\n\n" + answer.text, MAX_ANSWER_BYTES)
         if self._synthesizer is not None and not answer.refused:
             answer = self._synthesizer.improve(answer)
         answer.ms = (time.perf_counter() - started) * 1000

@@ -28,9 +28,35 @@ SENTENCE_END = "。！？；!?;"
 _SENTENCE_SPLIT = re.compile(r"(?<=[。！？；!?;])(?![”’」』）)])|(?<=[。！？][”’」』）)])")
 
 
+_COLUMN_GAP = re.compile(r"[^\S\n]{2,}")
+_CJK_CELL = re.compile(rf"^[{_CJK}{_CJK_PUNCT}A-Za-z0-9·]{{1,12}}$")
+
+
+def _columns(line: str) -> str | None:
+    """A line laid out in columns of short names ("刘新宇  许  明  赵春哲"): its cells joined by
+    "、", two-character names padded to the column width ("许  明") put back together. None when
+    the line is not such a list (the gaps are then plain layout noise)."""
+    cells = [c for c in _COLUMN_GAP.split(line.strip()) if c]
+    if len(cells) < 3 or not all(_CJK_CELL.match(c) for c in cells):
+        return None
+    merged: list[str] = []
+    i = 0
+    while i < len(cells):
+        if len(cells[i]) == 1 and i + 1 < len(cells) and len(cells[i + 1]) == 1:
+            merged.append(cells[i] + cells[i + 1])
+            i += 2
+        else:
+            merged.append(cells[i])
+            i += 1
+    return "、".join(merged)
+
+
 def clean_display(text: str) -> str:
-    """Collapse layout spaces around Chinese text; keep everything else as written."""
+    """Collapse layout spaces around Chinese text; keep everything else as written, except that
+    columns of names keep a separator ("刘新宇、许明、赵春哲", not "刘新宇许明赵春哲")."""
     text = text.replace("\ufeff", "").strip()
+    lines = [(_columns(line) or line) for line in text.split("\n")]
+    text = "\n".join(lines)
     text = _SPACE_NEAR_CJK.sub("", text)
     return _MULTI_SPACE.sub(" ", text)
 

@@ -8,6 +8,7 @@ part for them too; the dense encoder is multilingual and handles the rest.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import unicodedata
@@ -18,9 +19,9 @@ GLOSSARY = [
     "绿色通道", "家庭医生", "签约服务", "分级诊疗", "基层首诊", "急慢分治", "上下联动", "牵头医院", "成员单位",
     "核心医院", "卫生院", "社区卫生服务中心", "对口支援", "对口帮扶", "多点执业", "医保支付", "总额付费",
     "检查检验", "结果互认", "消毒供应中心", "病理检验中心", "影像诊断中心", "远程会诊", "绩效考核",
-    "慢性病", "康复", "护理院", "医养结合", "为老服务", "公共卫生", "疾控", "六不变", "五个不变",
-    "五位一体", "延伸病房", "联合查房", "规培", "轮训", "巡诊", "义诊", "会诊", "专家团队", "县域",
-    "配药量", "处方流动", "同质化", "紧密型", "联系人", "负责人", "办公室主任", "签约医生",
+    "慢性病", "康复", "护理院", "医养结合", "公共卫生", "疾控", 
+    "联合查房", "规培", "轮训", "巡诊", "义诊", "会诊", "专家团队", "县域",
+    "同质化", "紧密型", "联系人", "负责人", "办公室主任", "签约医生",
 ]
 
 # English phrases → Chinese policy terms (longest phrases first when matching).
@@ -41,7 +42,7 @@ EN_ZH = {
     "chronic": "慢性病", "prescription": "处方 配药", "medicine": "药品 配药", "rehabilitation": "康复",
     "elderly": "老年 养老", "nursing": "护理", "meeting": "会议", "how often": "每年 定期", "frequency": "每年 定期",
     "contact": "联系人", "contact person": "联系人", "office": "办公室", "goal": "目标", "target": "目标",
-    "principle": "原则", "exclusive": "排他性", "rights": "权利", "obligations": "义务", "duties": "职责",
+    "principle": "原则", "rights": "权利", "obligations": "义务", "duties": "职责",
     "assessment": "考核", "performance": "绩效", "information platform": "信息平台", "emergency": "急救",
     "stroke": "卒中", "chest pain": "胸痛", "trauma": "创伤", "pathology": "病理", "imaging": "影像",
     "laboratory": "检验", "disinfection": "消毒供应", "mutual recognition": "互认", "results": "结果",
@@ -50,9 +51,8 @@ EN_ZH = {
     "criteria": "标准", "condition": "条件", "requirement": "要求", "join": "加入", "sign": "签约",
     "years": "年", "year": "年", "work": "工作", "period": "期间", "stay": "工作",
     "platform": "平台", "group": "集团", "center": "中心", "centre": "中心",
-    "deyang": "德阳", "songyuan": "松原", "zhangdian": "张店", "lincang": "临沧", "ziyang": "资阳",
-    "oilfield": "油田", "jilin": "吉林", "sichuan": "四川", "yunnan": "云南", "shandong": "山东",
-    "term": "任期", "chairs": "理事长", "chair": "理事长", "head": "负责人", "leader": "组长",
+    "oilfield": "油田",
+    "term": "任期", "chair": "理事长", "head": "负责人", "leader": "组长",
     "service": "服务", "treatment": "治疗 诊疗", "examination": "检查", "admission": "住院",
     "hospitalization": "住院", "hospitalisation": "住院", "diagnosis": "诊断", "quota": "名额",
     "fee": "费用 收费", "cost": "费用", "free": "免费 免收", "salary": "薪酬 工资", "pay": "薪酬 绩效",
@@ -61,10 +61,54 @@ EN_ZH = {
     "establish": "建立", "set up": "建立", "share": "共享", "resource": "资源", "equipment": "设备",
     "drug": "药品", "long prescription": "长处方", "private": "民营", "license": "执业", "practice": "执业",
     "primary level": "基层", "grassroots level": "基层", "village": "村", "town": "乡镇", "mission": "任务",
-    "objective": "目标", "slogan": "目标", "measure": "措施", "supervision": "督导 监管", "data": "数据 信息",
-    "lead": "牵头 核心", "leads": "牵头 核心", "leading": "牵头 核心", "unchanged": "不变", "principles": "原则",
+    "objective": "目标", "measure": "措施", "supervision": "督导 监管", "data": "数据 信息",
+    "lead": "牵头 核心", "leading": "牵头 核心", "unchanged": "不变",
     "one": "一", "two": "两 二", "three": "三", "four": "四", "five": "五", "six": "六", "seven": "七",
     "eight": "八", "nine": "九", "ten": "十", "first": "首", "vice": "副", "deputy": "副",
+}
+
+# The spoken question register: words that say who asks and how, never what about — pronouns of
+# the asker's side (咱们, 俺们, 我们这), particles and hedges (到底, 一般), modal phrasing (能不能,
+# 要不要) and interrogatives (几回, 多少, 啥, 咋). A class of words, not of questions: a physician
+# typing on a phone uses them in any question.
+REGISTER_WORDS = set(
+    "咱 咱们 俺 俺们 咱这 咱这儿 我们这 我们这儿 我们这边 这儿 这边 那边 人家 大家 本人 自己 "
+    "一共 总共 一般 大概 大约 到底 究竟 具体 主要 通常 平时 现在 目前 今后 以后 的话 的时候 时候 "
+    "有没有 是不是 能不能 要不要 会不会 该不该 可不可以 需不需要 行不行 对不对 好不好 "
+    "得了 就是 还是 或者 还有 另外 那么 这种 那种 这个 那个 这些 那些 一下 一点 有点 "
+    "啥 咋 咋样 咋办 咋弄 咋整 干啥 管啥 为啥 啥样 啥时候 什么样 怎么样 多会儿 哪天 哪儿 哪里 哪些 哪个 哪几".split()
+)
+_INTERROGATIVE = re.compile(r"^(几|多少|多久|多长|多大|哪|啥|咋|怎|什么|何|谁)|[啥咋]$")
+# A bare quantity ("一次", "每年", "三名"): how much or how often is asked or said, and the policy
+# may write it in digits ("1次"); the subject is elsewhere in the question.
+_QUANTITY = re.compile(r"^[一二两三四五六七八九十百几每半]+[次年月日天周届个名家人项条位回趟]$")
+
+# Everyday (colloquial) register → the words the policies use, by class: people (大夫 → 医师),
+# institutions (小医院 → 基层医疗机构, 大医院 → 上级医院), care (小病 → 常见病), money (交钱 → 费用),
+# movement of patients (往上转 → 上转). A question word found as any of its policy forms counts
+# as covered (``Query``); the forms also join the search.
+REGISTER_SYNONYMS = {
+    # people
+    "大夫": "医师 医生 医务人员", "医生": "医师 医务人员", "护士": "护理人员", "病号": "患者",
+    "老病号": "慢性病 患者", "病人": "患者", "老人": "老年人 老年", "领导": "负责人 院领导 管理人员",
+    "专家": "专家 骨干 高年资", "村医": "乡村医生 村卫生室",
+    # institutions
+    "小医院": "基层医疗机构 下级医院 卫生院", "基层医院": "基层医疗机构 卫生院", "大医院": "上级医院 三级医院 牵头医院 核心医院",
+    "城里医院": "上级医院 城市医院", "诊所": "卫生所 卫生室 诊所", "小诊所": "卫生所 卫生室 基层医疗机构",
+    "社区": "社区卫生服务中心", "乡镇": "乡镇卫生院", "卫生站": "卫生室 卫生所", "私立": "民营 社会办",
+    "私立医院": "民营医院 社会办医疗机构", "公立医院": "公立医院 公立医疗机构",
+    # care
+    "小病": "常见病 多发病", "大病": "急危重症 疑难复杂", "慢病": "慢性病", "看病": "就诊 诊疗 就医",
+    "开药": "处方 配药 用药", "拿药": "配药 用药", "住院费": "住院 费用", "检查": "检查 检验",
+    # money
+    "交钱": "费用 收费", "花钱": "费用", "收钱": "收费 费用", "多少钱": "费用 收费 标准", "工钱": "薪酬 绩效",
+    "报销": "医保 支付 报销",
+    # patients moving, staff moving
+    "往上转": "上转 向上转诊", "转上去": "上转 向上转诊", "送上去": "上转 向上转诊", "往下转": "下转 向下转诊",
+    "转下来": "下转 向下转诊", "转下去": "下转 向下转诊", "转院": "转诊", "下乡": "下沉 基层 下派",
+    "派人": "下派 派驻 选派", "待": "工作 服务", "呆": "工作 服务", "干": "工作 担任",
+    # time and meetings
+    "开会": "会议 召开", "一届": "任期 每届", "几回": "次", "好处": "优先 倾斜 优惠",
 }
 
 # Everyday words in questions → the words the policies use. Applied to questions only.
@@ -74,7 +118,7 @@ QUERY_SYNONYMS = {
     "开会": "会议", "谁负责": "负责人 负责", "联系谁": "联系人", "电话": "联系方式", "钱": "费用 经费",
     "费用": "费用 收费", "医保报销": "医保支付", "报销": "医保支付", "培训": "培训 进修 轮训",
     "派驻": "下派 派出", "支援": "支援 帮扶 下沉", "基层医院": "基层医疗机构 卫生院", "大医院": "三级医院 牵头医院",
-    "牌子": "增挂 牌子", "挂牌": "增挂 挂牌", "目标": "目标 达到", "要求": "要求 标准 条件",
+    "要求": "要求 标准 条件",
 }
 
 STOPWORDS = set(
@@ -124,6 +168,57 @@ def _keep(tok: str) -> bool:
     return bool(tok) and tok not in STOPWORDS and tok not in EN_STOPWORDS and not _PUNCT.match(tok)
 
 
+# What kind of answer a question wants, and how a policy sentence that gives it looks: a class of
+# question words each (frequency, duration, person, number, place), not any one question.
+_NUM = r"[\d一二两三四五六七八九十百千半]"
+ANSWER_CUES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (re.compile(r"多久|多长时间|几次|多少次|频率|how often|how frequent", re.I),
+     re.compile(rf"每{_NUM}?(年|季度|季|半年|月|周|届)|至少.{{0,8}}{_NUM}+\s*次|定期|{_NUM}+\s*次")),
+    (re.compile(r"多久|多长|期限|任期|年限|how long|term", re.I),
+     re.compile(rf"{_NUM}+\s*(年|个月|月|天|周|日)|任期|期限|满{_NUM}")),
+    (re.compile(r"谁|哪位|由谁|负责人|组长|who", re.I),
+     re.compile(r"由.{1,24}担任|担任|负责人|组长|理事长|主任|院长")),
+    (re.compile(r"多少|几[个名家项条位人种]|比例|百分之|how many|how much|what %|percentage|share", re.I),
+     re.compile(rf"{_NUM}+\s*(名|个|家|项|条|位|人|种|%|％|成)|百分之|比例")),
+    (re.compile(r"哪里|哪儿|在哪|设在|where", re.I), re.compile(r"设在|设于|位于|设立在|办公室设")),
+)
+
+
+def answer_cue(question: str) -> re.Pattern[str] | None:
+    """A pattern that sentences answering ``question`` tend to match, or None."""
+    cues = [cue for asks, cue in ANSWER_CUES if asks.search(question)]
+    if not cues:
+        return None
+    return re.compile("|".join(f"(?:{c.pattern})" for c in cues))
+
+
+def general_rarity(word: str) -> float:
+    """How specific ``word`` is in general Chinese, from jieba's dictionary frequencies: about 0.2
+    for everyday words (一年, 门口, 好处), 1.0 for rare or unlisted ones (停车场, 布洛芬).
+
+    A word no policy uses is evidence that a question is off-topic in proportion to this: an
+    everyday word is just how someone talks; a specific one is what they talk about."""
+    _init()
+    import jieba
+
+    freq = jieba.dt.FREQ.get(word, 0)
+    if not freq:
+        return 1.0
+    rarity = math.log(jieba.dt.total / freq)
+    return max(0.2, min(1.0, (rarity - 8.0) / 5.0))
+
+
+def is_register_word(word: str) -> bool:
+    """A word of the question register (pronoun, particle, interrogative): how, not what."""
+    return word in REGISTER_WORDS or bool(_CJK_WORD.match(word) and (_INTERROGATIVE.search(word)
+                                                                      or _QUANTITY.match(word)))
+
+
+def register_forms(word: str) -> list[str]:
+    """The policy words an everyday word stands for (``大夫`` → 医师, 医生, 医务人员)."""
+    return REGISTER_SYNONYMS.get(word, "").split()
+
+
 def inner_bigrams(word: str) -> list[str]:
     """Character bigrams inside a Chinese word, prefixed so they never collide with words."""
     if len(word) < 2 or not _CJK_WORD.match(word):
@@ -169,8 +264,9 @@ def words(text: str) -> list[str]:
     seen: list[str] = []
     for tok in jieba.lcut(_fold(text)):
         tok = tok.strip()
-        # one-character words ("开", "排", "交") are verbs and particles that say little
-        if len(tok) >= 2 and _keep(tok) and tok not in seen:
+        # one-character words ("开", "排", "交") are verbs and particles that say little; words
+        # of the question register (咱们, 几回, 咋) say how one asks, not what about
+        if len(tok) >= 2 and _keep(tok) and not is_register_word(tok) and tok not in seen:
             seen.append(tok)
     return seen
 
@@ -178,6 +274,7 @@ def words(text: str) -> list[str]:
 def expand_query(question: str) -> str:
     """The question plus the policy vocabulary for its everyday words."""
     extra = [v for k, v in QUERY_SYNONYMS.items() if k in question]
+    extra += [v for k, v in REGISTER_SYNONYMS.items() if len(k) >= 2 and k in question]
     return question + (" " + " ".join(extra) if extra else "")
 
 

@@ -1,0 +1,101 @@
+"""Count questions over tables: "集团有几家成员单位？", "how many health stations are members?".
+
+A policy's annex often lists its members as a table (one chunk per row). A question asking *how
+many* is answered by counting that table's rows — those whose cells name what the question
+names, when it narrows the count ("几个卫生所" counts rows with 卫生所) — and citing the table,
+instead of quoting one row or a neighbouring clause. Pure functions over the snapshot's chunks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from knowledge.textnorm import utf8_len
+
+_COUNT_ZH = re.compile(r"(几|多少)\s*(家|个|所|名|位|人|项|条|种|类|处)|一共有?多少|总共有?多少|数量")
+_COUNT_EN = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
+_SEQ = re.compile(r"^(序号|编号|No\.?)[：:]\s*\d+[；;]\s*")
+MAX_NAMES_BYTES = 900
+
+
+def asks_count(question: str) -> bool:
+    return bool(_COUNT_ZH.search(question) or _COUNT_EN.search(question))
+
+
+@dataclass(frozen=True)
+class TableCount:
+    title: str  # the document
+    table: tuple[str, ...]  # heading path of the table
+    total: int  # rows of the table
+    matched: int  # rows naming what the question narrows to (== total when it does not narrow)
+    narrowed_by: tuple[str, ...]
+    names: tuple[str, ...]  # the first cell of each matched row
+
+    def text(self, language: str) -> str:
+        where = " › ".join([f"《{self.title}》", *self.table])
+        shown, size = [], 0
+        for name in self.names:
+            size += utf8_len(name) + 3
+            if size > MAX_NAMES_BYTES:
+                break
+            shown.append(name)
+        more = len(self.names) - len(shown)
+        if language == "en":
+            head = (f"The table {where} lists {self.total} rows"
+                    + (f"; {self.matched} of them name {'/'.join(self.narrowed_by)}" if self.narrowed_by else "")
+                    + ":")
+            tail = f" … and {more} more" if more else ""
+        else:
+            head = (f"按{where}统计：表中共 {self.total} 行"
+                    + (f"，其中名称含“{'、'.join(self.narrowed_by)}”的 {self.matched} 个" if self.narrowed_by else "")
+                    + "：")
+            tail = f" …等，另有 {more} 个未列出" if more else ""
+        return head + "\n" + "、".join(shown) + tail
+
+
+def _first_cell(body: str) -> str:
+    body = _SEQ.sub("", body.strip())
+    cell = re.split(r"[；;]", body, maxsplit=1)[0]
+    return cell.split("：", 1)[-1].split(":", 1)[-1].strip()
+
+
+def _word(concept: list[frozenset[str]]) -> str:
+    return next(iter(sorted(concept[0])))
+
+
+def count_in_tables(query, hits: list, chunks: list) -> TableCount | None:
+    """The count of the table the question is about — the table of the best-ranked row, or else
+    the table whose title names what the question counts — narrowed by the question's words
+    that some but not all of its rows contain. None when no table fits."""
+    tables: dict[tuple[str, tuple[str, ...]], list] = {}
+    for c in chunks:
+        if c.kind == "table_row":
+            tables.setdefault((c.document_title, c.heading_path), []).append(c)
+    key = next(((h.chunk.document_title, h.chunk.heading_path) for h in hits[:10] if h.chunk.kind == "table_row"),
+               None)
+    if key is None:
+        asked = [_word(c) for c in query.concepts]
+        documents = [h.chunk.document_title for h in hits[:3]]
+        named = [k for k in tables if k[0] in documents and any(w in " ".join(k[1]) for w in asked if len(w) >= 2)]
+        key = named[0] if named else None
+    rows = tables.get(key, []) if key else []
+    if len(rows) < 2:
+        return None
+    narrowing = []
+    context = rows[0].document_title + " ".join(rows[0].heading_path)
+    for concept in query.concepts:
+        word = _word(concept)
+        if word in context:  # "松原…集团", "成员单位": which table, not which rows
+            continue
+        having = [r for r in rows if word in _first_cell(r.body)]
+        if 0 < len(having) < len(rows):
+            narrowing.append(word)
+    matched = [r for r in rows if all(w in _first_cell(r.body) for w in narrowing)]
+    if not matched:
+        return None
+    return TableCount(rows[0].document_title, rows[0].heading_path, len(rows), len(matched), tuple(narrowing),
+                      tuple(_first_cell(r.body) for r in matched))
+
+
+__all__ = ["TableCount", "asks_count", "count_in_tables"]
