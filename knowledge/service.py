@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from knowledge.answerability import features, is_answerable
 from knowledge.bilingual import BilingualIndex
+from knowledge.homophones import HomophoneCorrector
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, MAX_ANSWER_BYTES, Answer, compose
 from knowledge.counting import asks_count, count_in_tables
 from knowledge.chunking import chunk_document
@@ -160,6 +161,8 @@ class Query:
     def __init__(self, concepts: list[list[frozenset[str]]], search_tokens: list[str], snap: _Snapshot,
                  *, english: bool = False, cue: re.Pattern[str] | None = None) -> None:
         self.english = english
+        #: homophone typos read as the policies' words: [(typed, read as)]
+        self.corrections: list[tuple[str, str]] = []
         #: what a sentence that answers the question tends to look like (``tokenize.answer_cue``)
         self.cue = cue
         self.concepts = [c for c in concepts if c]
@@ -194,12 +197,17 @@ class Query:
                 if tokenize(en)
             ]
         else:
+            # a word typed with other characters of the same sound (连席会议) is read as the
+            # policies' word (联席会议); ``corrections`` lets the answer say so
+            question, corrections = snap.homophones.correct(question)
             search_text = expand_query(question)
             # judged on what the user asked, not on our synonym expansions; an everyday word is
             # found as any of the policy words it stands for (大夫 → 医师)
             asked = [w for w in (_content_part(w, snap) for w in words(question)) if w]
             concepts = [_forms(w) + [f for syn in register_forms(w) for f in _forms(syn)] for w in asked]
-            return cls(concepts, tokenize(search_text), snap, cue=answer_cue(question))
+            query = cls(concepts, tokenize(search_text), snap, cue=answer_cue(question))
+            query.corrections = corrections
+            return query
         return cls(concepts, tokenize(search_text), snap, english=True, cue=answer_cue(question))
 
     def share(self, tokens: frozenset[str]) -> float:
@@ -260,6 +268,11 @@ class _Snapshot:
     unknown_idf: float = 1.0
     # words that single out one document by name ("临沧", "油田医院"), per document title
     title_words: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @cached_property
+    def homophones(self) -> HomophoneCorrector:
+        """Pinyin-IME typo correction against this corpus (built on the first Chinese question)."""
+        return HomophoneCorrector(c.text for c in self.chunks)
 
     @cached_property
     def bilingual(self) -> BilingualIndex:
@@ -609,6 +622,9 @@ class KnowledgeBase:
         covered = bool(hits) and is_answerable(features(query, hits))
         answer = compose(question, hits, language=language, relevance=query.relevance, covered=covered,
                          consortium=consortium)
+        if not answer.refused and query.corrections:
+            read_as = "、".join(f"“{new}”" for _, new in query.corrections)
+            answer.text = truncate_utf8(f"（按{read_as}理解您的问题）\n" + answer.text, MAX_ANSWER_BYTES)
         if not answer.refused and asks_count(question):
             # "几家成员单位？": count the rows of the table the question is about, cite it, then quote
             counted = count_in_tables(query, hits, self.snapshot().chunks)

@@ -36,7 +36,7 @@ def test_our_own_question_sets_stay_answered_and_refused(app_context, question_s
 
 @pytest.mark.parametrize(("question_set", "accuracy", "false_refusals", "refused"), [
     ("tune.jsonl", 0.80, 0.05, 0.70),  # colloquial, English, typos, lists, counts, asked as a consortium
-    ("heldout.jsonl", 0.75, 0.10, 0.50),  # never used for fitting: a floor against regressions only
+    ("heldout.jsonl", 0.75, 0.12, 0.50),  # never used for fitting: a floor against regressions only
 ])
 def test_questions_typed_as_physicians_do(app_context, question_set, accuracy, false_refusals, refused):
     """Independently written sets (tests/data/tune.jsonl, heldout.jsonl); measured figures are in
