@@ -27,7 +27,44 @@ from bot.context import build_context  # noqa: E402
 from knowledge.evaluation import evaluate, evidence_found, load_questions, percentile  # noqa: E402
 from knowledge.samples import sample_policies  # noqa: E402
 
-QUESTION_SETS = [REPO / "tests/data/dev.jsonl", REPO / "tests/data/extra.jsonl", REPO / "tests/data/holdout.jsonl"]
+QUESTION_SETS = [REPO / f"tests/data/{name}.jsonl" for name in ("dev", "extra", "holdout", "tune", "heldout")]
+#: Sets the answerability model was fitted on (heldout.jsonl never was).
+ABLATION_SETS = [REPO / "tests/data/tune.jsonl", REPO / "tests/data/heldout.jsonl"]
+
+
+def ablations(kb) -> dict:
+    """The same evaluation with one generalisation switched off at a time: what each is worth."""
+    import knowledge.answer as answer_mod
+    import knowledge.service as service
+    import knowledge.tokenize as tok
+    from knowledge.bilingual import BilingualIndex
+
+    def run() -> dict:
+        out = {}
+        for path in ABLATION_SETS:
+            s = evaluate(kb, load_questions(path))
+            out[path.stem] = {"accuracy": s.answer_accuracy, "answerable_refused": s.false_refusal_rate,
+                              "unanswerable_refused": s.refusal_rate, "hit_at_1": s.hit_at_1}
+        return out
+
+    results = {"all_on": run()}
+    switches = {
+        "no_register_classes": [(tok, "REGISTER_WORDS", set()), (tok, "REGISTER_SYNONYMS", {})],
+        "no_dictionary_for_english": [(BilingualIndex, "chinese", lambda self, word: ())],
+        "no_homophones": [(service.HomophoneCorrector, "correct", lambda self, text: (text, []))],
+        "no_answer_cues": [(service, "answer_cue", lambda question: None)],
+        "single_coverage_cut_instead_of_model": [(service, "is_answerable", lambda values: values["coverage"] >= answer_mod.MIN_COVERAGE and values["unknown"] < answer_mod.MAX_UNKNOWN_SHARE)],
+    }
+    for name, patches in switches.items():
+        saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
+        for obj, attr, value in patches:
+            setattr(obj, attr, value)
+        try:
+            results[name] = run()
+        finally:
+            for obj, attr, value in saved:
+                setattr(obj, attr, value)
+    return results
 
 
 def plain_recipe_metrics(questions: list[dict]) -> dict:
@@ -126,6 +163,7 @@ def main() -> None:
                 "ratio_hit_at_1": round(ours.hit_at_1 / plain["hit_at_1"], 2) if plain["hit_at_1"] else None,
             }
 
+        out["ablations"] = ablations(ctx.kb)
         out["dense_only_by_encoder_dev"] = encoder_comparison(ctx.kb, load_questions(QUESTION_SETS[0]))
 
         questions = [q["question"] for p in QUESTION_SETS for q in load_questions(p)]

@@ -9,23 +9,21 @@ own code builds.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
 
 from bot.context import build_context
 from bot.telegram.render import render_reply as telegram_render
 from bot.wecom.render import anchor, escape_markdown, escape_text, render_replies
 from handlers.engine import ConversationEngine
 from handlers.messages import Choice, Incoming, Reply
-from storage.models import InboundMessage, OutboxMessage
+
+from channel_support import settled as _settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # sqlite_template
 
@@ -60,19 +58,6 @@ def _ctx(tmp_path: Path, sqlite_template: Path, settings_fn, api_base: str, **ov
     return build_context(settings_fn(tmp_path / "var", api_base, database_url=f"sqlite:///{db}", **overrides))
 
 
-async def _settled(channel, ctx, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await channel.idle()
-        with ctx.sessions() as s:
-            busy = s.scalar(select(func.count()).select_from(OutboxMessage)
-                            .where(OutboxMessage.status.in_(("pending", "sending"))))
-            busy += s.scalar(select(func.count()).select_from(InboundMessage)
-                             .where(InboundMessage.status.in_(("pending", "processing"))))
-        if not busy:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("channel did not settle")
 
 
 # -- WeCom ------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +19,11 @@ from bot.inbox import InboxStore, NewInbound
 from bot.ratelimit import RATE_LIMITED_EN, RATE_LIMITED_ZH, RateLimiter, RatePolicy, looks_english
 from handlers.messages import Incoming, Reply
 from storage.db import make_session_factory
-from storage.models import InboundMessage, OutboxMessage, ProcessedUpdate
+from storage.models import InboundMessage, ProcessedUpdate
 from storage.types import utcnow
+
+from channel_support import count_rows as _count  # noqa: E402
+from channel_support import settled as _settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # db_engine, sqlite_template
 
@@ -177,21 +179,6 @@ def _ctx(tmp_path: Path, sqlite_template: Path, settings_fn, api_base: str):
     return build_context(settings_fn(tmp_path / "var", api_base, database_url=f"sqlite:///{db}"))
 
 
-def _count(ctx, model, *conditions) -> int:
-    with ctx.sessions() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*conditions))
-
-
-async def _settled(channel, ctx, timeout: float = 10.0) -> None:
-    """Nothing being processed and nothing left to send."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await channel.idle()
-        if _count(ctx, OutboxMessage, OutboxMessage.status.in_(("pending", "sending"))) == 0 and \
-                _count(ctx, InboundMessage, InboundMessage.status.in_(("pending", "processing"))) == 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("channel did not settle")
 
 
 @asynccontextmanager

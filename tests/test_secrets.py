@@ -9,18 +9,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import shutil
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.context import build_context
 from bot.outbox import OutboxStore, enqueue, redacted_payload
@@ -38,6 +36,8 @@ from tests.wecom_support import (
     text_xml,
     wecom_settings,
 )
+
+from channel_support import settled as _settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # db_engine, sqlite_template
 
@@ -64,17 +64,6 @@ def _stored_text(ctx) -> str:
     return "\n".join(out + inbox)
 
 
-async def _settled(channel, ctx, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await channel.idle()
-        with ctx.sessions() as s:
-            busy = s.scalar(select(func.count()).select_from(OutboxMessage)
-                            .where(OutboxMessage.status.in_(("pending", "sending"))))
-        if not busy:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("channel did not settle")
 
 
 # -- sent rows keep no message body ----------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.context import build_context
 from handlers.engine import ConversationEngine
@@ -35,6 +35,9 @@ from tests.telegram_support import (
     telegram_settings,
     text_update,
 )
+
+from channel_support import count_rows as _count  # noqa: E402
+from channel_support import settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # sqlite_template
 
@@ -133,21 +136,6 @@ async def serve(ctx: Any, engine: Any, options: Any = None, *, ready: bool = Tru
         await runner.cleanup()
 
 
-def _count(ctx: Any, model: Any, *conditions: Any) -> int:
-    with ctx.sessions() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*conditions))
-
-
-async def settled(channel: Any, ctx: Any, timeout: float = 10.0) -> None:
-    """Nothing being processed and nothing left to send."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await channel.idle()
-        if _count(ctx, OutboxMessage, OutboxMessage.status.in_(("pending", "sending"))) == 0 and \
-                _count(ctx, InboundMessage, InboundMessage.status.in_(("pending", "processing"))) == 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("channel did not settle")
 
 
 def _invite(ctx: Any, staff_code: str) -> str:

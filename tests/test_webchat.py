@@ -522,22 +522,25 @@ async def test_not_ready_when_the_database_is_unreachable(tmp_path, app_context)
     ctx.close()
 
 
+async def _sign_in_through_proxy(client, engine, bound_telegram, forwarded_for: str) -> None:
+    token = login_link_for(engine, bound_telegram)
+    page = await (await client.get(f"/login/{token}")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    await client.post(f"/login/{token}", data={"csrf": csrf}, headers={"X-Real-IP": forwarded_for},
+                      allow_redirects=False)
+
+
+def _last_login_address(engine_ctx) -> str | None:
+    with engine_ctx.sessions() as session:
+        return repo.audit_entries(session, action="login", limit=1)[0].client_address
+
+
 async def test_the_audit_address_comes_from_a_trusted_proxy_only(client, engine, engine_ctx, bound_telegram):
-    token = login_link_for(engine, bound_telegram)
-    page = await (await client.get(f"/login/{token}")).text()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-    await client.post(f"/login/{token}", data={"csrf": csrf}, headers={"X-Real-IP": "203.0.113.9"},
-                      allow_redirects=False)
-    with engine_ctx.sessions() as session:
-        assert repo.audit_entries(session, action="login", limit=1)[0].client_address == "203.0.113.9"
+    await _sign_in_through_proxy(client, engine, bound_telegram, "203.0.113.9")
+    assert _last_login_address(engine_ctx) == "203.0.113.9"
     engine_ctx.settings.trusted_proxies = []  # the peer (127.0.0.1) is not a proxy of ours any more
-    token = login_link_for(engine, bound_telegram)
-    page = await (await client.get(f"/login/{token}")).text()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-    await client.post(f"/login/{token}", data={"csrf": csrf}, headers={"X-Real-IP": "203.0.113.9"},
-                      allow_redirects=False)
-    with engine_ctx.sessions() as session:
-        assert repo.audit_entries(session, action="login", limit=1)[0].client_address == "127.0.0.1"
+    await _sign_in_through_proxy(client, engine, bound_telegram, "203.0.113.9")
+    assert _last_login_address(engine_ctx) == "127.0.0.1"
 
 
 async def test_a_flood_from_one_browser_gets_one_notice_then_silence(demo_client, engine_ctx):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot.context import build_context
 from handlers.engine import ConversationEngine
@@ -34,6 +34,9 @@ from tests.wecom_support import (
     text_xml,
     wecom_settings,
 )
+
+from channel_support import count_rows as _count  # noqa: E402
+from channel_support import settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # sqlite_template
 
@@ -113,21 +116,8 @@ class Recording:
         return self.engine.handle(msg)
 
 
-def _count(ctx, model, *conditions) -> int:
-    with ctx.sessions() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*conditions))
-
-
 async def _settled(channel, fake: FakeWeCom, ctx, timeout: float = 10.0) -> None:
-    """Nothing being processed and nothing left to send."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await channel.idle()
-        if _count(ctx, OutboxMessage, OutboxMessage.status.in_(("pending", "sending"))) == 0 and \
-                _count(ctx, InboundMessage, InboundMessage.status.in_(("pending", "processing"))) == 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("channel did not settle")
+    await settled(channel, ctx, timeout)
 
 
 # ------------------------------------------------------------------------------------------------
