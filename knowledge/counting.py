@@ -72,11 +72,12 @@ def count_in_tables(query, hits: list, chunks: list) -> TableCount | None:
     for c in chunks:
         if c.kind == "table_row":
             tables.setdefault((c.document_title, c.heading_path), []).append(c)
-    key = next(((h.chunk.document_title, h.chunk.heading_path) for h in hits[:10] if h.chunk.kind == "table_row"),
-               None)
+    # only a table of a document the best answers come from: never another consortium's list
+    documents = {h.chunk.document_title for h in hits[:2]}
+    key = next(((h.chunk.document_title, h.chunk.heading_path) for h in hits[:10]
+                if h.chunk.kind == "table_row" and h.chunk.document_title in documents), None)
     if key is None:
         asked = [_word(c) for c in query.concepts]
-        documents = [h.chunk.document_title for h in hits[:3]]
         named = [k for k in tables if k[0] in documents and any(w in " ".join(k[1]) for w in asked if len(w) >= 2)]
         key = named[0] if named else None
     rows = tables.get(key, []) if key else []
@@ -98,4 +99,36 @@ def count_in_tables(query, hits: list, chunks: list) -> TableCount | None:
                       tuple(_first_cell(r.body) for r in matched))
 
 
-__all__ = ["TableCount", "asks_count", "count_in_tables"]
+# An enumeration of institutions inside a sentence: "联合A卫生院、B卫生院、C中心等单位成立".
+_INSTITUTION_END = ("院", "中心", "所", "站", "室", "医院", "机构", "单位")
+_ENUM_LEAD = re.compile(r"(联合|包括|包含|由|有|设|下设|组建|成员[为是]?)")
+
+
+@dataclass(frozen=True)
+class EnumerationCount:
+    items: tuple[str, ...]
+
+    def text(self, language: str) -> str:
+        if language == "en":
+            return f"The clause below names {len(self.items)}: " + "、".join(self.items)
+        return f"下列条款列出 {len(self.items)} 个：" + "、".join(self.items)
+
+
+def count_in_sentence(text: str) -> EnumerationCount | None:
+    """The institutions a sentence enumerates with "、" (at least three), or None."""
+    best: tuple[str, ...] = ()
+    for sentence in re.split(r"[。；;]", text.replace("\n", "")):
+        for part in re.split(r"[，,：:]", sentence):
+            items = [i.strip() for i in part.split("、")]
+            if len(items) < 3:
+                continue
+            lead = _ENUM_LEAD.search(items[0])
+            if lead:
+                items[0] = items[0][lead.end():]
+            items[-1] = re.sub(r"(等|共同|成立|组成|组建|建立).*$", "", items[-1]) or items[-1]
+            if all(i.endswith(_INSTITUTION_END) and 2 <= len(i) <= 30 for i in items) and len(items) > len(best):
+                best = tuple(items)
+    return EnumerationCount(best) if best else None
+
+
+__all__ = ["EnumerationCount", "TableCount", "asks_count", "count_in_sentence", "count_in_tables"]

@@ -40,7 +40,7 @@ from knowledge.answerability import features, is_answerable
 from knowledge.bilingual import BilingualIndex
 from knowledge.homophones import HomophoneCorrector
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, MAX_ANSWER_BYTES, Answer, compose
-from knowledge.counting import asks_count, count_in_tables
+from knowledge.counting import asks_count, count_in_sentence, count_in_tables
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.extract_types import (
@@ -81,8 +81,8 @@ W_HEADING = 0.5  # share of the question's terms in the clause's own title
 CUE_BONUS = 0.25  # a clause or sentence with the kind of answer asked for (每季度, 由…担任)
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
 OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties…
-OWN_MIN_COVERAGE_RATIO = 0.8  # …when their clause covers nearly as much of the question as the best
-OWN_MIN_SCORE_RATIO = 0.8  # …or scores nearly as high
+OWN_MIN_COVERAGE_RATIO = 0.6  # …when their clause covers most of what the best covers
+OWN_MIN_SCORE_RATIO = 0.6  # …or scores most of the best score
 
 MAX_TITLE_CHARS = 200  # Document.title is a String(300)
 # Clauses are embedded this many at a time, so that a question (which needs the embedder for its
@@ -628,6 +628,8 @@ class KnowledgeBase:
         if not answer.refused and asks_count(question):
             # "几家成员单位？": count the rows of the table the question is about, cite it, then quote
             counted = count_in_tables(query, hits, self.snapshot().chunks)
+            if counted is None and answer.quotes:  # "联合了几家单位？" over the quoted enumeration
+                counted = count_in_sentence(answer.quotes[0].text)
             if counted is not None:
                 answer.text = truncate_utf8(counted.text(language) + "\n\n" + answer.text, MAX_ANSWER_BYTES)
         if self._synthesizer is not None and not answer.refused:

