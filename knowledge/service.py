@@ -41,6 +41,7 @@ from knowledge.bilingual import BilingualIndex
 from knowledge.homophones import HomophoneCorrector
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, MAX_ANSWER_BYTES, Answer, compose
 from knowledge.counting import asks_count, count_in_sentence, count_in_tables
+from knowledge.listing import asks_list, whole_list
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.extract_types import (
@@ -80,7 +81,7 @@ W_COVERAGE = 3.0  # IDF-weighted share of the question's terms present in the cl
 W_HEADING = 0.5  # share of the question's terms in the clause's own title
 CUE_BONUS = 0.25  # a clause or sentence with the kind of answer asked for (每季度, 由…担任)
 NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油田医院…")
-OWN_CONSORTIUM_BONUS = 1.0  # the asker's own consortium's documents win near-ties…
+OWN_CONSORTIUM_BONUS = 1.5  # the asker's own consortium's documents win near-ties…
 OWN_MIN_COVERAGE_RATIO = 0.6  # …when their clause covers most of what the best covers
 OWN_MIN_SCORE_RATIO = 0.6  # …or scores most of the best score
 
@@ -625,6 +626,10 @@ class KnowledgeBase:
         if not answer.refused and query.corrections:
             read_as = "、".join(f"“{new}”" for _, new in query.corrections)
             answer.text = truncate_utf8(f"（按{read_as}理解您的问题）\n" + answer.text, MAX_ANSWER_BYTES)
+        if not answer.refused and asks_list(question):
+            listed = whole_list(query, hits, self.snapshot().chunks)
+            if listed is not None:
+                answer.text = truncate_utf8(listed.text(language), MAX_ANSWER_BYTES)
         if not answer.refused and asks_count(question):
             # "几家成员单位？": count the rows of the table the question is about, cite it, then quote
             counted = count_in_tables(query, hits, self.snapshot().chunks)

@@ -17,10 +17,11 @@ import re
 import unicodedata
 
 _CJK = r"\u3400-\u9fff\uf900-\ufaff"
-_CJK_PUNCT = r"\u3000-\u303f\uff00-\uffef“”‘’《》"
+_CJK_PUNCT = r"\u3001-\u303f\uff00-\uffef“”‘’《》"
 # A run of blanks with a CJK character (or CJK punctuation) on at least one side is noise from
 # fixed-width layout; blanks between two Latin words are real and kept.
-_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}{_CJK_PUNCT}])[^\S\n]+|[^\S\n]+(?=[{_CJK}{_CJK_PUNCT}])")
+# The ideographic space (U+3000) is left alone: it is what separates names in a column list.
+_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}{_CJK_PUNCT}])[^\S\n\u3000]+|[^\S\n\u3000]+(?=[{_CJK}{_CJK_PUNCT}])")
 _MULTI_SPACE = re.compile(r"[^\S\n]{2,}")
 _WS = re.compile(r"\s+")
 
@@ -33,9 +34,10 @@ _CJK_CELL = re.compile(rf"^[{_CJK}{_CJK_PUNCT}A-Za-z0-9·]{{1,12}}$")
 
 
 def _columns(line: str) -> str | None:
-    """A line laid out in columns of short names ("刘新宇  许  明  赵春哲"): its cells joined by
-    "、", two-character names padded to the column width ("许  明") put back together. None when
-    the line is not such a list (the gaps are then plain layout noise)."""
+    """A line laid out in columns of short names ("刘新宇  许  明  赵春哲"): its cells joined by an
+    ideographic space (shown as a gap; like any white space it is ignored when text is compared),
+    two-character names padded to the column width ("许  明") put back together. None when the
+    line is not such a list (the gaps are then plain layout noise)."""
     cells = [c for c in _COLUMN_GAP.split(line.strip()) if c]
     if len(cells) < 3 or not all(_CJK_CELL.match(c) for c in cells):
         return None
@@ -48,12 +50,12 @@ def _columns(line: str) -> str | None:
         else:
             merged.append(cells[i])
             i += 1
-    return "、".join(merged)
+    return "\u3000".join(merged)
 
 
 def clean_display(text: str) -> str:
     """Collapse layout spaces around Chinese text; keep everything else as written, except that
-    columns of names keep a separator ("刘新宇、许明、赵春哲", not "刘新宇许明赵春哲")."""
+    columns of names keep a separator ("刘新宇　许明　赵春哲", not "刘新宇许明赵春哲")."""
     text = text.replace("\ufeff", "").strip()
     lines = [(_columns(line) or line) for line in text.split("\n")]
     text = "\n".join(lines)

@@ -278,7 +278,7 @@ def test_homophone_typos_find_the_clause(app_context):
 
 def test_names_laid_out_in_columns_keep_their_separators(app_context):
     answer = app_context.kb.ask("松原医疗集团的副理事长有哪些人？", consortium="songyuan")
-    assert "刘新宇、许明、赵春哲" in answer.text
+    assert "刘新宇\u3000许明\u3000赵春哲" in answer.text  # a visible gap; ignored when text is compared
 
 
 def test_a_count_over_an_enumeration_in_a_clause(app_context):
@@ -289,3 +289,13 @@ def test_a_count_over_an_enumeration_in_a_clause(app_context):
 def test_a_count_never_uses_another_consortiums_table(app_context):
     answer = app_context.kb.ask("咱们集团现在一共有多少家成员医院？", consortium="deyang")
     assert "吉林油田" not in answer.text
+
+
+def test_a_question_for_a_whole_list_gets_every_item(app_context):
+    answer = app_context.kb.ask("德阳城市医疗集团的协作内容包括哪几方面？", consortium="deyang")
+    assert "共列出 8 项" in answer.text
+    for item in ("管理合作", "技术合作", "培训合作", "其他合作"):
+        assert item in answer.text
+    assert len(answer.text.encode()) <= MAX_ANSWER_BYTES
+    one = app_context.kb.ask("德阳城市医疗集团的技术合作有哪些方式？")
+    assert "共列出" not in one.text  # a question about one item gets that item
