@@ -16,6 +16,8 @@ Several signals together separate the two better:
   question is about, 收费 and 标准 are how;
 * ``missing`` / ``missing3`` — the heaviest single concept the best clause / all of the three best
   clauses lack (the "bed count" of an on-topic question the policies do not settle);
+* ``scatter`` — how much more of the question the top five clauses cover together than the best
+  one alone: the hospital in one clause, the beds in another, none that says both;
 * ``gap`` — how far the best clause is ahead of the second;
 * ``english``, ``named`` — the question is English / names one of the documents.
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 FEATURES: tuple[str, ...] = (
     "coverage", "coverage5", "dense", "dense_max", "heading", "unknown", "unknown_max", "unknown_subject", "missing",
-    "missing3", "gap", "english", "named",
+    "missing3", "scatter", "gap", "english", "named",
 )
 
 
@@ -56,11 +58,11 @@ class Model:
 
 # --- fitted by bench/fit_answerability.py (see its output for the cross-validated figures) ---
 MODEL = Model(
-    mean=(0.7436, 0.7555, 0.3434, 0.3941, 0.2065, 0.1648, 0.1074, 0.0867, 0.1702, 0.0455, 0.195, 0.1579, 0.3526),
-    scale=(0.2938, 0.2944, 0.1789, 0.1457, 0.2909, 0.2809, 0.1729, 0.2369, 0.1747, 0.0995, 0.181, 0.3646, 0.4778),
-    coef=(0.3037, 0.5043, 0.4677, 0.1242, 0.0946, -0.2229, -0.1212, -0.4322, -0.4208, 0.1286, 0.2718, 0.3404, 0.4944),
-    bias=0.8042,
-    threshold=0.337,
+    mean=(0.7436, 0.7555, 0.3434, 0.3941, 0.2065, 0.1648, 0.1074, 0.0867, 0.1702, 0.0455, 0.0594, 0.195, 0.1579, 0.3526),
+    scale=(0.2938, 0.2944, 0.1789, 0.1457, 0.2909, 0.2809, 0.1729, 0.2369, 0.1747, 0.0995, 0.1216, 0.181, 0.3646, 0.4778),
+    coef=(0.2625, 0.4873, 0.4637, 0.12, 0.0759, -0.2799, -0.1751, -0.4411, -0.3681, 0.1234, -0.14, 0.2625, 0.3583, 0.4913),
+    bias=0.8194,
+    threshold=0.3374,
 )
 
 
@@ -70,7 +72,7 @@ def features(query, hits: list) -> dict[str, float]:
         return dict.fromkeys(FEATURES, 0.0)
     top = hits[0]
     second = hits[1].score if len(hits) > 1 else 0.0
-    missing = missing3 = unknown_max = unknown_subject = 0.0
+    missing = missing3 = unknown_max = unknown_subject = scatter = 0.0
     if query is not None and query.concepts:
         rarity = getattr(query, "rarity", None) or [1.0] * len(query.concepts)
         unknown_r = [r for r, k in zip(rarity, query.known) if not k]
@@ -83,6 +85,8 @@ def features(query, hits: list) -> dict[str, float]:
             (w / query.total for c, w in zip(query.concepts, query.weights) if not any(f <= tokens for f in c)),
             default=0.0,
         )
+        union = frozenset().union(*(h.chunk.tokens for h in hits[:5]))
+        scatter = max(0.0, query.share(union) - top.coverage)
         near = [h.chunk.tokens for h in hits[:3]]
         missing3 = max(
             (w / query.total for c, w, k in zip(query.concepts, query.weights, query.known)
@@ -100,6 +104,7 @@ def features(query, hits: list) -> dict[str, float]:
         "unknown_subject": unknown_subject,
         "missing": missing,
         "missing3": missing3,
+        "scatter": scatter,
         "gap": (top.score - second) / top.score if top.score > 0 else 0.0,
         "english": 1.0 if getattr(query, "english", False) else 0.0,
         "named": 1.0 if top.named else 0.0,
