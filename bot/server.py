@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -56,6 +57,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _public_host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url if "://" in url else "//" + url).hostname or url
+    except ValueError:
+        return url
+
+
 def demo_mode_problem(settings: Settings, channels: Iterable[str] = ()) -> str | None:
     """Why demo mode may not run with these settings, or None. Demo mode lets any visitor pick
     any identity, admins included: only a person at this very machine may reach it, and no real
@@ -65,6 +75,10 @@ def demo_mode_problem(settings: Settings, channels: Iterable[str] = ()) -> str |
     if not _is_loopback(settings.http_host):
         return (f"demo mode (YILIAN_DEMO=true) serves only on a loopback address, not {settings.http_host}: "
                 "anyone reaching it could act as any staff member. Unset YILIAN_DEMO for a real deployment.")
+    public = _public_host(settings.public_url)
+    if public is not None and not _is_loopback(public):
+        return (f"demo mode (YILIAN_DEMO=true) cannot be served through YILIAN_PUBLIC_URL ({settings.public_url}): "
+                "a reverse proxy would let anyone act as any staff member. Unset YILIAN_DEMO or YILIAN_PUBLIC_URL.")
     configured = sorted(set(settings.channels_configured) | set(channels))
     if configured:
         return (f"demo mode (YILIAN_DEMO=true) cannot run with chat channels configured ({', '.join(configured)}): "

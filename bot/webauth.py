@@ -19,6 +19,9 @@ Three layers, added by ``setup_webauth``:
   ``/api/demo/login`` (the identity picker). Pre-session forms carry a double-submit CSRF token.
 
 Every sign-in, failure and sign-out is audited with the channel ``web`` and the client address.
+Anonymous clients are throttled (``SignInLimits``: password guesses per address and per account,
+counted before they are checked; audited link failures per address). Sessions made by the demo
+picker count only while demo mode is on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import html
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -79,6 +83,20 @@ def _hostname(value: str | None) -> str | None:
         return None
 
 
+#: A ``Host`` header as a browser or proxy sends it: ``name[:port]`` or ``[v6][:port]``, nothing else.
+_HOST_RE = re.compile(r"(?:(?P<name>[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?)"
+                      r"|\[(?P<v6>[0-9A-Fa-f:.]{2,45})\])(?::[0-9]{1,5})?")
+
+
+def request_hostname(host: str | None) -> str | None:
+    """The lower-cased host name of a ``Host`` header, or None when it is not well-formed: a
+    lenient parse would read ``127.0.0.1/evil.example`` or ``[::1]evil.example`` as loopback."""
+    match = _HOST_RE.fullmatch(host or "")
+    if match is None:
+        return None
+    return (match.group("name") or match.group("v6")).lower()
+
+
 def allowed_hosts(settings: Settings) -> frozenset[str]:
     hosts = set(LOOPBACK_HOSTS)
     if settings.http_host not in ("0.0.0.0", "::", ""):
@@ -124,20 +142,30 @@ def _refuse(status: int, zh: str, en: str) -> web.Response:
                              dumps=partial(json.dumps, ensure_ascii=False))
 
 
+def _loggable_path(path: str) -> str:
+    """The path for a log line: a login link's token is a credential for ten minutes, so
+    ``/login/<token>`` is logged as ``/login/…``."""
+    if path.startswith("/login/") and path != "/login/password":
+        return "/login/…"
+    return path[:200]
+
+
 @web.middleware
 async def security_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path not in HOST_EXEMPT:
         hosts = request.app[ALLOWED_HOSTS_KEY]
-        host = _hostname(request.host)
+        host = request_hostname(request.host)
         if host is None or host not in hosts:
-            log.warning("request refused: foreign Host", extra={"host": request.host[:100], "path": request.path})
+            log.warning("request refused: foreign Host",
+                        extra={"host": request.host[:100], "path": _loggable_path(request.path)})
             return _refuse(421, "请求的主机名不属于本服务。", "This server does not serve that host name.")
         origin = request.headers.get("Origin")
         if request.method in UNSAFE_METHODS and origin is not None:
             origin_host = _hostname(origin) if origin != "null" else None
             if origin_host is None or origin_host not in hosts or \
                     origin.split("://", 1)[-1].lower().rstrip("/") != request.host.lower():
-                log.warning("request refused: foreign Origin", extra={"origin": origin[:100], "path": request.path})
+                log.warning("request refused: foreign Origin",
+                            extra={"origin": origin[:100], "path": _loggable_path(request.path)})
                 return _refuse(403, "拒绝跨站请求。请直接在医联助手的页面中操作。",
                                "Cross-site request refused. Please use the assistant's own page.")
     response = await handler(request)
@@ -176,6 +204,11 @@ def _lookup(ctx: AppContext, token: str | None) -> WebUser | None:
     with ctx.sessions.begin() as session:
         row = signin.get_session(session, token)
         if row is None:
+            return None
+        if row.method == "demo" and not ctx.settings.demo:
+            # Made by the identity picker, which proves nothing: such a session must not outlive
+            # demo mode (the same data directory served for real would keep whoever picked an
+            # admin as that admin).
             return None
         staff = row.staff
         if staff is None:
@@ -335,11 +368,17 @@ async def login_link_submit(request: web.Request) -> web.Response:
     if not ok:
         raise web.HTTPSeeOther("/login?error=expired")
     token = request.match_info["token"]
+    address = client_address(request) or "-"
+    limits: SignInLimits = request.app[PASSWORD_LIMIT_KEY]
+    # Every failure is audited, but an anonymous client must not be able to write audit rows as
+    # fast as it can send requests: past its allowance, failures from its address are not
+    # recorded (a valid link still works: a hospital's users share one NAT address).
+    audit_failure = limits.links.take(address)
 
     def redeem() -> signin.NewSession | None:
         with repo.audit_origin("web", client_address(request)):
             with ctx.sessions.begin() as session:
-                staff = signin.redeem_login_token(session, token) if len(token) <= 100 else None
+                staff = signin.redeem_login_token(session, token, audit=audit_failure) if len(token) <= 100 else None
                 if staff is None:
                     return None
             return _start_session(request, staff, "link")
@@ -347,24 +386,80 @@ async def login_link_submit(request: web.Request) -> web.Response:
     new = await asyncio.to_thread(redeem)
     if new is None:
         return _page("登录链接无效", _LINK_INVALID, demo=ctx.settings.demo, status=404)
+    if audit_failure:
+        limits.links.forgive(address)
     return _redirect_home(request, new.token)
 
 
 class _Attempts:
-    """Failed password attempts per client address: at most ``limit`` per ``window_s``."""
+    """Attempts per key (a client address, an account): at most ``limit`` per ``window_s``.
 
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+    ``take`` counts an attempt *before* it is checked (and refuses it when the key has no room
+    left), so that guesses sent all at once cannot each pass the check before any of them has
+    failed; ``forgive`` gives a successful attempt back. Keys whose attempts have all left the
+    window are swept now and then, so rotating addresses cannot grow the table without bound.
+    Per process, in memory (the event loop runs ``take`` and ``forgive`` without interleaving).
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0, *, clock: Any = time.monotonic,
+                 sweep_every: int = 1000) -> None:
         self.limit, self.window_s = limit, window_s
+        self._clock = clock
         self._seen: dict[str, list[float]] = {}
+        self._calls = 0
+        self._sweep_every = sweep_every
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        recent = [t for t in self._seen.get(key, ()) if now - t < self.window_s]
+        if recent:
+            self._seen[key] = recent
+        else:
+            self._seen.pop(key, None)
+        return recent
 
     def blocked(self, key: str) -> bool:
-        now = time.monotonic()
-        recent = [t for t in self._seen.get(key, []) if now - t < self.window_s]
-        self._seen[key] = recent
-        return len(recent) >= self.limit
+        return len(self._recent(key, self._clock())) >= self.limit
 
-    def fail(self, key: str) -> None:
-        self._seen.setdefault(key, []).append(time.monotonic())
+    def take(self, key: str) -> bool:
+        """Count one attempt for ``key``; False (and nothing counted) when it has no room left."""
+        now = self._clock()
+        self._calls += 1
+        if self._calls % self._sweep_every == 0:
+            for stale in [k for k, times in self._seen.items() if not times or now - times[-1] >= self.window_s]:
+                del self._seen[stale]
+        recent = self._recent(key, now)
+        if len(recent) >= self.limit:
+            return False
+        self._seen[key] = [*recent, now]
+        return True
+
+    def forgive(self, key: str) -> None:
+        """Give back the latest attempt of ``key`` (it succeeded)."""
+        times = self._seen.get(key)
+        if times:
+            times.pop()
+
+
+@dataclass
+class SignInLimits:
+    """How hard anonymous clients may push the sign-in routes (per process).
+
+    * password guesses: 5 per client address per 5 minutes, and 20 per account per 15 minutes
+      whatever the address (a botnet, IPv6 address rotation or a spoofing proxy gets no more);
+      at most 2 argon2 checks at a time, so guesses cannot fill the worker threads that answer
+      everyone's chat;
+    * failed login links: 20 audited failures per client address per 5 minutes.
+    """
+
+    by_address: _Attempts
+    by_account: _Attempts
+    links: _Attempts
+    checks: asyncio.Semaphore
+
+    @classmethod
+    def default(cls) -> SignInLimits:
+        return cls(by_address=_Attempts(5, 300.0), by_account=_Attempts(20, 900.0), links=_Attempts(20, 300.0),
+                   checks=asyncio.Semaphore(2))
 
 
 async def login_password(request: web.Request) -> web.Response:
@@ -373,20 +468,26 @@ async def login_password(request: web.Request) -> web.Response:
     if not ok:
         raise web.HTTPSeeOther("/login?error=expired")
     address = client_address(request) or "-"
-    attempts: _Attempts = request.app[PASSWORD_LIMIT_KEY]
-    if attempts.blocked(address):
-        raise web.HTTPSeeOther("/login?error=busy")
     code, password = str(form.get("code", ""))[:50], str(form.get("password", ""))[:200]
+    account = code.strip().lower()
+    limits: SignInLimits = request.app[PASSWORD_LIMIT_KEY]
+    # Counted before the check (no await in between): concurrent guesses are counted too.
+    if limits.by_address.blocked(address) or limits.by_account.blocked(account):
+        raise web.HTTPSeeOther("/login?error=busy")
+    limits.by_address.take(address)
+    limits.by_account.take(account)
 
     def check() -> signin.NewSession | None:
         with ctx.sessions.begin() as session:
             staff = signin.check_password(session, code, password, client_address=address)
         return _start_session(request, staff, "password") if staff is not None else None
 
-    new = await asyncio.to_thread(check)
+    async with limits.checks:
+        new = await asyncio.to_thread(check)
     if new is None:
-        attempts.fail(address)
         raise web.HTTPSeeOther("/login?error=password")
+    limits.by_address.forgive(address)
+    limits.by_account.forgive(account)
     return _redirect_home(request, new.token)
 
 
@@ -522,7 +623,7 @@ def setup_security(app: web.Application, ctx: AppContext) -> None:
 
 def setup_webauth(app: web.Application, ctx: AppContext) -> None:
     """The sign-in routes (``setup_security`` must have run)."""
-    app[PASSWORD_LIMIT_KEY] = _Attempts()
+    app[PASSWORD_LIMIT_KEY] = SignInLimits.default()
     app.router.add_get("/login", login_page)
     app.router.add_post("/login/password", login_password)
     app.router.add_get("/login/{token}", login_link_page)

@@ -313,8 +313,15 @@ def unbind(session: Session, identity: Identity, arg: str, *, english: bool = Fa
     if not repo.unbind_telegram(session, found, actor=admin.code):  # audited as unbind
         return Reply(tr(english, f"{found.name}（{found.code}）没有绑定 Telegram 账号，无需解绑。",
                         f"{found.name} ({found.code}) has no Telegram binding."))
-    return Reply(tr(english, f"已解除 {found.name}（{found.code}）的 Telegram 绑定。如需重新绑定，请发送“邀请 {found.code}”生成新的绑定码。",
-                    f"Removed the Telegram binding of {found.name} ({found.code}). Send /invite {found.code} for a new code."))
+    # Unbinding is the remedy for a lost phone: whoever holds it may have asked for /login links
+    # and signed in to the web with them. End those sessions and links too (audited as logout).
+    from storage import signin
+
+    signin.revoke_staff_sessions(session, found, actor=admin.code)
+    return Reply(tr(english, f"已解除 {found.name}（{found.code}）的 Telegram 绑定，其网页登录和未使用的登录链接也已失效。"
+                             f"如需重新绑定，请发送“邀请 {found.code}”生成新的绑定码。",
+                    f"Removed the Telegram binding of {found.name} ({found.code}) and ended their web sessions and "
+                    f"unused sign-in links. Send /invite {found.code} for a new code."))
 
 
 __all__ = ["DocumentListing", "PolicyLookup", "ask_prompt", "document_list", "my_referrals", "change_roles", "help_menu", "list_users", "login_link", "status", "unbind",

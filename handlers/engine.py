@@ -271,7 +271,11 @@ class ConversationEngine:
             return [commands.help_menu(identity, english=english)]
         if kind == IntentKind.START:
             if intent.arg and msg.channel == "telegram" and identity.staff is None:
-                # Telegram deep link t.me/<bot>?start=CODE arrives as "/start CODE".
+                # Telegram deep link t.me/<bot>?start=CODE arrives as "/start CODE": a binding,
+                # under bind's rules (private chats only: in a group, others would read the reply).
+                denied = self._denied(session, identity, msg, "bind", english)
+                if denied is not None:
+                    return [denied]
                 return self._begin(session, identity, msg, "bind", intent.arg, now, english)
             return [commands.help_menu(identity, english=english, welcome=True)]
         if kind == IntentKind.CANCEL:

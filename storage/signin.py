@@ -68,13 +68,18 @@ def peek_login_token(session: Session, token: str, *, now: datetime | None = Non
     return row.staff
 
 
-def redeem_login_token(session: Session, token: str, *, now: datetime | None = None) -> Staff | None:
-    """Use the token up (race-safe: a conditional UPDATE); the staff member, or None."""
+def redeem_login_token(session: Session, token: str, *, now: datetime | None = None,
+                       audit: bool = True) -> Staff | None:
+    """Use the token up (race-safe: a conditional UPDATE); the staff member, or None.
+
+    ``audit=False`` leaves a failure unrecorded (the web layer's flood limit: an anonymous client
+    past its allowance must not write audit rows at will)."""
     now = as_utc(now) if now else utcnow()
     staff = peek_login_token(session, token, now=now)
     if staff is None:
-        record(session, "web:anonymous", "login.failed", details={"method": "link", "reason": "invalid token"},
-               at=now)
+        if audit:
+            record(session, "web:anonymous", "login.failed",
+                   details={"method": "link", "reason": "invalid token"}, at=now)
         return None
     used = session.execute(
         update(LoginToken)
@@ -146,7 +151,9 @@ def revoke_session(session: Session, token: str | None, *, now: datetime | None 
 
 
 def revoke_staff_sessions(session: Session, staff: Staff, *, actor: str, now: datetime | None = None) -> int:
-    """End every session of ``staff`` (``yilian users logout``); returns how many were live."""
+    """End every session of ``staff`` (``yilian users logout``, ``/unbind``) and void the login links
+    they have not used yet (a link asked for from a lost phone would otherwise still sign its
+    finder in); returns how many sessions were live."""
     now = as_utc(now) if now else utcnow()
     result = session.execute(
         update(WebSession)
@@ -154,7 +161,14 @@ def revoke_staff_sessions(session: Session, staff: Staff, *, actor: str, now: da
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
-    record(session, actor, "logout", target=f"staff:{staff.code}", details={"sessions": result.rowcount}, at=now)
+    links = session.execute(
+        update(LoginToken)
+        .where(LoginToken.staff_id == staff.id, LoginToken.used_at.is_(None), LoginToken.expires_at > now)
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    record(session, actor, "logout", target=f"staff:{staff.code}",
+           details={"sessions": result.rowcount, "unused_links": links.rowcount}, at=now)
     session.flush()
     return result.rowcount
 
