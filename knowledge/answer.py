@@ -63,6 +63,7 @@ REFUSAL_EN = (
     "not guess. Please ask your hospital's medical affairs office or the consortium liaison officer, "
     "or ask an admin to upload the relevant document. Send \"help\" to see what I can do."
 )
+EN_HEADER = "According to the policy documents (quoted in the original Chinese):"
 EMPTY_KB_ZH = "知识库中还没有任何政策文件。请管理员先上传文件（PDF、DOCX、TXT 或 MD）。"
 EMPTY_KB_EN = "The knowledge base has no policy documents yet. Please ask an admin to upload some."
 
@@ -100,7 +101,7 @@ def compose(question: str, hits: list, *, language: str, relevance: Callable[[st
     if not (is_covered(hits) if covered is None else covered):
         return Answer(question, REFUSAL_EN if language == "en" else REFUSAL_ZH, True, language, hits=hits)
     chosen = _choose(hits)
-    header = "According to the policy documents (quoted in the original Chinese):" if language == "en" else ""
+    header = EN_HEADER if language == "en" else ""
     budget = MAX_ANSWER_BYTES - utf8_len(header) - 8
     quotes: list[Quote] = []
     for i, hit in enumerate(chosen):

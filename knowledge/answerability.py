@@ -18,6 +18,8 @@ Several signals together separate the two better:
   clauses lack (the "bed count" of an on-topic question the policies do not settle);
 * ``scatter`` — how much more of the question the top five clauses cover together than the best
   one alone: the hospital in one clause, the beds in another, none that says both;
+* ``cue_missing`` — the question wants a kind of answer (who, how much money, how many) that the
+  best clause does not hold (it names the 总院长 but not who it is);
 * ``gap`` — how far the best clause is ahead of the second;
 * ``english``, ``named`` — the question is English / names one of the documents.
 
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 
 FEATURES: tuple[str, ...] = (
     "coverage", "coverage5", "dense", "dense_max", "heading", "unknown", "unknown_max", "unknown_subject", "missing",
-    "missing3", "scatter", "gap", "english", "named",
+    "missing3", "scatter", "cue_missing", "gap", "english", "named",
 )
 
 
@@ -58,11 +60,11 @@ class Model:
 
 # --- fitted by bench/fit_answerability.py (see its output for the cross-validated figures) ---
 MODEL = Model(
-    mean=(0.7436, 0.7555, 0.3434, 0.3941, 0.2065, 0.1648, 0.1074, 0.0867, 0.1702, 0.0455, 0.0594, 0.195, 0.1579, 0.3526),
-    scale=(0.2938, 0.2944, 0.1789, 0.1457, 0.2909, 0.2809, 0.1729, 0.2369, 0.1747, 0.0995, 0.1216, 0.181, 0.3646, 0.4778),
-    coef=(0.2625, 0.4873, 0.4637, 0.12, 0.0759, -0.2799, -0.1751, -0.4411, -0.3681, 0.1234, -0.14, 0.2625, 0.3583, 0.4913),
-    bias=0.8194,
-    threshold=0.3374,
+    mean=(0.7436, 0.7555, 0.3434, 0.3942, 0.2065, 0.1648, 0.1074, 0.0867, 0.1702, 0.0455, 0.0594, 0.1211, 0.1955, 0.1579, 0.3526),
+    scale=(0.2938, 0.2944, 0.1789, 0.1457, 0.2909, 0.2809, 0.1729, 0.2369, 0.1747, 0.0995, 0.1216, 0.3262, 0.181, 0.3646, 0.4778),
+    coef=(0.2758, 0.4799, 0.3914, 0.2475, 0.1388, -0.2631, -0.1591, -0.4593, -0.3862, 0.0708, -0.177, -0.5695, 0.2246, 0.3334, 0.4662),
+    bias=0.9248,
+    threshold=0.2439,
 )
 
 
@@ -105,6 +107,7 @@ def features(query, hits: list) -> dict[str, float]:
         "missing": missing,
         "missing3": missing3,
         "scatter": scatter,
+        "cue_missing": 1.0 if getattr(query, "cue", None) is not None and not query.cue.search(top.chunk.body) else 0.0,
         "gap": (top.score - second) / top.score if top.score > 0 else 0.0,
         "english": 1.0 if getattr(query, "english", False) else 0.0,
         "named": 1.0 if top.named else 0.0,

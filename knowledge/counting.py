@@ -131,4 +131,53 @@ def count_in_sentence(text: str) -> EnumerationCount | None:
     return EnumerationCount(best) if best else None
 
 
-__all__ = ["EnumerationCount", "TableCount", "asks_count", "count_in_sentence", "count_in_tables"]
+_NUMBER = r"[\d一二两三四五六七八九十百]+"
+
+
+@dataclass(frozen=True)
+class StatedCount:
+    """A sentence of the policy that states the number asked for ("与32个成员单位…")."""
+
+    sentence: str
+    citation: str
+
+    def text(self, language: str) -> str:
+        source = "Source: " if language == "en" else "出处："
+        return f"“{self.sentence}”\n—— {source}{self.citation}"
+
+
+def _around(sentence: str, found: str, before: int = 40, after: int = 40) -> str:
+    """The part of a long sentence around ``found``, cut at commas where possible."""
+    if len(sentence) <= before + after + len(found) + 20:
+        return sentence
+    at = sentence.index(found)
+    start = max(0, at - before)
+    comma = max(sentence.rfind(c, start, at) for c in "，,、")
+    start = comma + 1 if comma >= start else start
+    end = min(len(sentence), at + len(found) + after)
+    stop = min((i for i in (sentence.find(c, at + len(found)) for c in "，,。；;") if i != -1), default=end)
+    end = stop + 1 if stop < end else end
+    return ("…" if start > 0 else "") + sentence[start:end] + ("…" if end < len(sentence) else "")
+
+
+def stated_count(query, hits: list, chunks: list) -> StatedCount | None:
+    """The policy's own statement of the count: a number with a measure word right before a word
+    the question counts ("32个成员单位"), in the documents the best answers come from."""
+    documents = [h.chunk.document_title for h in hits[:2]]
+    # the counted words, in Chinese (an English concept carries its Chinese forms too)
+    counted = sorted({t for c in query.concepts for form in c if len(form) == 1 for t in form
+                      if len(t) >= 2 and re.match(r"^[\u4e00-\u9fff]+$", t)}, key=len, reverse=True)
+    if not counted:
+        return None
+    pattern = re.compile(rf"{_NUMBER}\s*[个家所名位项]\s*(?:{'|'.join(re.escape(w) for w in counted)})")
+    for title in dict.fromkeys(documents):
+        for chunk in (c for c in chunks if c.document_title == title):
+            match = pattern.search(chunk.body)
+            if match:
+                sentence = next((s for s in re.split(r"(?<=[。；;])", chunk.body) if match.group(0) in s), chunk.body)
+                return StatedCount(_around(sentence.strip(), match.group(0)), chunk.citation)
+    return None
+
+
+__all__ = ["EnumerationCount", "StatedCount", "TableCount", "asks_count", "count_in_sentence", "count_in_tables",
+           "stated_count"]

@@ -39,8 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from knowledge.answerability import features, is_answerable
 from knowledge.bilingual import BilingualIndex
 from knowledge.homophones import HomophoneCorrector
-from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, MAX_ANSWER_BYTES, Answer, compose
-from knowledge.counting import asks_count, count_in_sentence, count_in_tables
+from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, EN_HEADER, MAX_ANSWER_BYTES, Answer, compose
+from knowledge.counting import asks_count, count_in_sentence, count_in_tables, stated_count
 from knowledge.listing import asks_list, whole_list
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
@@ -632,11 +632,16 @@ class KnowledgeBase:
                 answer.text = truncate_utf8(listed.text(language), MAX_ANSWER_BYTES)
         if not answer.refused and asks_count(question):
             # "几家成员单位？": count the rows of the table the question is about, cite it, then quote
-            counted = count_in_tables(query, hits, self.snapshot().chunks)
+            chunks = self.snapshot().chunks
+            counted = count_in_tables(query, hits, chunks)
             if counted is None and answer.quotes:  # "联合了几家单位？" over the quoted enumeration
                 counted = count_in_sentence(answer.quotes[0].text)
-            if counted is not None:
-                answer.text = truncate_utf8(counted.text(language) + "\n\n" + answer.text, MAX_ANSWER_BYTES)
+            parts = [p.text(language) for p in (stated_count(query, hits, chunks), counted) if p is not None]
+            if parts:  # the policy's own number first, then our count, then the quotes
+                header = EN_HEADER if answer.text.startswith(EN_HEADER) else ""
+                body = answer.text[len(header):].lstrip("\n")
+                answer.text = truncate_utf8("\n\n".join([*([header] if header else []), *parts, body]),
+                                            MAX_ANSWER_BYTES)
         if self._synthesizer is not None and not answer.refused:
             answer = self._synthesizer.improve(answer)
         answer.ms = (time.perf_counter() - started) * 1000

@@ -176,10 +176,12 @@ ANSWER_CUES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
      re.compile(rf"每{_NUM}?(年|季度|季|半年|月|周|届)|至少.{{0,8}}{_NUM}+\s*次|定期|{_NUM}+\s*次")),
     (re.compile(r"多久|多长|期限|任期|年限|how long|term", re.I),
      re.compile(rf"{_NUM}+\s*(年|个月|月|天|周|日)|任期|期限|满{_NUM}")),
-    (re.compile(r"谁|哪位|由谁|负责人|组长|who", re.I),
-     re.compile(r"由.{1,24}担任|担任|负责人|组长|理事长|主任|院长")),
-    (re.compile(r"多少|几[个名家项条位人种]|比例|百分之|how many|how much|what %|percentage|share", re.I),
-     re.compile(rf"{_NUM}+\s*(名|个|家|项|条|位|人|种|%|％|成)|百分之|比例")),
+    (re.compile(r"谁|哪位|由谁|who", re.I),
+     re.compile(r"由.{1,30}(担任|兼任|负责|组成)|担任|兼任|任组长|任主任|[：:]\s*[\u4e00-\u9fff]{2,4}(?:[，,、；;\s]|$)")),
+    (re.compile(r"多少钱|收费|费用|工资|薪|补助|补贴|报销|how much|fee|cost|salary|pay", re.I),
+     re.compile(rf"{_NUM}+\s*(元|万元)|免费|免收|减免|不收|收费标准|费用标准|按.{{0,12}}(标准|规定)(收取|执行|结算)|医保")),
+    (re.compile(r"多少|几[个名家项条位人种张所]|比例|百分之|how many|what %|percentage|share", re.I),
+     re.compile(rf"{_NUM}+\s*(名|个|家|项|条|位|人|种|张|所|%|％|成)|百分之|比例")),
     (re.compile(r"哪里|哪儿|在哪|设在|where", re.I), re.compile(r"设在|设于|位于|设立在|办公室设")),
 )
 

@@ -299,3 +299,12 @@ def test_a_question_for_a_whole_list_gets_every_item(app_context):
     assert len(answer.text.encode()) <= MAX_ANSWER_BYTES
     one = app_context.kb.ask("德阳城市医疗集团的技术合作有哪些方式？")
     assert "共列出" not in one.text  # a question about one item gets that item
+
+
+def test_a_count_the_policy_states_is_quoted_first(app_context):
+    for question, consortium in [("咱们医疗集团一共多少个成员单位？", "songyuan"),
+                                 ("how many member units does the Songyuan oilfield hospital group have?", None)]:
+        answer = app_context.kb.ask(question, consortium=consortium)
+        assert "32个成员单位" in answer.text, question
+    english = app_context.kb.ask("how many member units does the Songyuan oilfield hospital group have?")
+    assert english.text.startswith("According to the policy documents")
