@@ -144,8 +144,10 @@ class ConversationEngine:
         return fit_replies(replies, msg.channel, self._limits)
 
     def warm_up(self) -> None:
-        """Load the knowledge base and its encoder now, so the first question is fast."""
+        """Load the knowledge base, its encoder and the per-snapshot indexes (homophones, the
+        English dictionary) now, so that the first questions are fast."""
         self.kb.retrieve("医联体 双向转诊")
+        self.kb.retrieve("Which hospitals take part in two-way referral?")
 
     def knowledge_status(self) -> tuple[bool, str | None]:
         """(ready, reason): ready when the knowledge base is loaded and has documents."""
