@@ -58,8 +58,14 @@ _ACTIVE = ("pending", "processing")
 @dataclass(frozen=True)
 class NewInbound:
     external_id: str
-    user_key: str
+    user_key: str  # where replies go (the chat)
     payload: dict[str, Any]
+    #: who sent it, when not ``user_key`` (a group member): rate limits count by this
+    sender_key: str | None = None
+
+    @property
+    def person(self) -> str:
+        return self.sender_key or self.user_key
 
 
 @dataclass(frozen=True)
@@ -150,25 +156,26 @@ class InboxStore:
     def _row(self, item: NewInbound, decision: Decision, lease_s: float, now: datetime) -> dict[str, Any]:
         external_id = RATE_LIMIT_PREFIX + item.external_id if decision == "warn" else item.external_id
         return {"channel": self.channel, "external_id": external_id, "user_key": item.user_key,
-                "payload": item.payload, "status": "pending", "attempts": 0,
+                "sender_key": item.sender_key, "payload": item.payload, "status": "pending", "attempts": 0,
                 "locked_until": now + timedelta(seconds=lease_s), "created_at": now}
 
     def _histories(self, session: Session, users: list[str], since: datetime, now: datetime) -> dict[str, _UserHistory]:
         """Per user: accepted messages since ``since``, unprocessed messages, and whether a notice
         was queued after the last accepted message."""
         out: dict[str, _UserHistory] = {}
-        cols = (_T.c.id, _T.c.user_key, _T.c.external_id, _T.c.status, _T.c.created_at)
+        person = func.coalesce(_T.c.sender_key, _T.c.user_key)
+        cols = (_T.c.id, person.label("person"), _T.c.external_id, _T.c.status, _T.c.created_at)
         for start in range(0, len(users), 200):
             # Both parts use the (status, locked_until) index: unprocessed rows, and rows done
             # recently (a done row's locked_until is when it was finished, after its creation).
             # ``channel || ''`` keeps SQLite from walking all of the channel's rows by the
             # (channel, external_id) index instead.
             base = select(*cols).where((_T.c.channel + "") == self.channel,
-                                       _T.c.user_key.in_(users[start : start + 200]))
+                                       person.in_(users[start : start + 200]))
             stmt = union_all(base.where(_T.c.status.in_(_ACTIVE)),
                              base.where(_T.c.status == "done", _T.c.locked_until >= since))
             for r in sorted(session.execute(stmt), key=lambda r: r.id):
-                h = out.setdefault(r.user_key, _UserHistory())
+                h = out.setdefault(r.person, _UserHistory())
                 if r.external_id.startswith(RATE_LIMIT_PREFIX):
                     h.warned = True
                     continue
@@ -186,11 +193,11 @@ class InboxStore:
         policy = self.rate_policy
         if policy is None or not policy.enabled or not fresh:
             return {}
-        histories = self._histories(session, sorted({item.user_key for item in fresh}),
+        histories = self._histories(session, sorted({item.person for item in fresh}),
                                     now - timedelta(seconds=policy.lookback_s), now)
         out: dict[str, Decision] = {}
         for item in fresh:
-            h = histories.setdefault(item.user_key, _UserHistory())
+            h = histories.setdefault(item.person, _UserHistory())
             decision = policy.decide(h.accepted, 0.0, pending=h.pending, warned=h.warned)
             if decision == "ok":
                 h.accepted.append(0.0)
@@ -201,7 +208,7 @@ class InboxStore:
             h.warned = True
             self.rate_limit_counts[decision] += 1
             log.info("%s message %s is over its user's rate limit: %s", self.channel, item.external_id,
-                     "notice queued" if decision == "warn" else "dropped", extra={"user": item.user_key})
+                     "notice queued" if decision == "warn" else "dropped", extra={"user": item.person})
         return out
 
     def _claim(self, session: Session, condition: Any, lease_s: float, now: datetime) -> list[ClaimedInbound]:

@@ -153,6 +153,21 @@ def test_inbox_queue_cap_counts_unprocessed_messages(sessions):
         [True, True, True, False]  # two accepted, then a new notice (one since the last accepted)
 
 
+def test_in_a_group_the_limit_is_per_member_not_per_chat(sessions):
+    """A Telegram group's messages are stored under the group (replies go there, in order), but
+    one member flooding it must not silence the others."""
+    inbox = InboxStore(sessions, "telegram", rate_policy=RatePolicy(per_minute=20, burst=8, queue_cap=0))
+    now = utcnow()
+    flood = [NewInbound(f"g:{i}", "-100500", {"text": "问题"}, sender_key="7001") for i in range(20)]
+    ids = inbox.accept_batch(flood, lease_s=60, now=now)
+    assert sum(bool(i) for i in ids) == 9  # 8 and the notice
+    other = inbox.accept_batch([NewInbound("g:x", "-100500", {"text": "我的问题"}, sender_key="7002")],
+                               lease_s=60, now=now)
+    assert other[0] is not None
+    # the flooding member is limited in their private chat with the bot too
+    assert inbox.accept_batch([NewInbound("p:1", "7001", {"text": "私聊"})], lease_s=60, now=now) == [None]
+
+
 def test_disabled_policy_accepts_everything(sessions):
     inbox = InboxStore(sessions, "wecom", rate_policy=RatePolicy(per_minute=0, queue_cap=0))
     assert all(inbox.accept_batch(_items("u1", 0, 50), lease_s=60))

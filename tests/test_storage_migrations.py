@@ -18,7 +18,7 @@ ALL_TABLES = {
     "documents", "chunks", "knowledge_state", "consortia", "institutions", "staff", "invite_codes",
     "audit_log", "dialog_state", "processed_updates",
     "outbox_messages", "inbound_messages", "channel_tokens",  # 0002 channel delivery
-    "login_tokens", "web_sessions",  # 0003 web sign-in
+    "login_tokens", "web_sessions",  # 0003 web sign-in (0004 adds a column only)
 }
 
 

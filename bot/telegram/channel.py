@@ -361,7 +361,11 @@ class TelegramChannel:
         if chat is None or classify(update, bot_username=self._username()).kind == "ignore":
             log.debug("telegram update %s ignored", update.update_id)
             return None
-        item = NewInbound(external_id=self.external_id(update), user_key=chat, payload=update.to_dict())
+        sender = update.effective_user
+        # in a group the chat is where replies go, but limits are per person
+        sender_key = str(sender.id) if sender is not None and str(sender.id) != chat else None
+        item = NewInbound(external_id=self.external_id(update), user_key=chat, payload=update.to_dict(),
+                          sender_key=sender_key)
         deadline = time.monotonic() + self.options.accept_deadline_s
         while True:
             try:

@@ -79,6 +79,9 @@ class InboundMessage(Base):
     #: The platform's id of the update (WeCom MsgId, or the event key built from its fields).
     external_id: Mapped[str] = mapped_column(String(200))
     user_key: Mapped[str] = mapped_column(String(100))
+    #: Who sent it, when that is not ``user_key`` (a member writing in a group chat, whose replies
+    #: go to the group): per-user rate limits count by sender.
+    sender_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
     #: The decoded update (for WeCom: the fields of the decrypted XML); ``{}`` once answered.
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(12), default="pending")
