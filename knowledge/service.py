@@ -56,6 +56,7 @@ from knowledge.textnorm import clean_title, is_mostly_latin, title_key, truncate
 from knowledge.tokenize import (
     answer_cue,
     english_concepts,
+    unanswered_kind,
     expand_query,
     general_rarity,
     inner_bigrams,
@@ -563,6 +564,11 @@ class KnowledgeBase:
         finally:
             self._installing = None
 
+    def _countable(self, query: Query, hits: list[Hit]) -> bool:
+        """Whether a count can be made or quoted for this question (a table, a stated number)."""
+        chunks = self.snapshot().chunks
+        return count_in_tables(query, hits, chunks) is not None or stated_count(query, hits, chunks) is not None
+
     def retrieve(self, question: str, *, consortium: str | None = None, k: int = 10) -> list[Hit]:
         return self._retrieve(question, consortium=consortium, k=k)[1]
 
@@ -623,6 +629,11 @@ class KnowledgeBase:
         covered = bool(hits) and is_answerable(features(query, hits))
         answer = compose(question, hits, language=language, relevance=query.relevance, covered=covered,
                          consortium=consortium)
+        if not answer.refused and not answer.text.startswith(("按《", "The table")):
+            # "多少张床位？" / "补助多少钱？": quotes without any number or amount do not answer it
+            quoted = "\n".join(q.text for q in answer.quotes)
+            if unanswered_kind(question, quoted) and not (asks_count(question) and self._countable(query, hits)):
+                answer = compose(question, hits, language=language, relevance=query.relevance, covered=False)
         if not answer.refused and query.corrections:
             read_as = "、".join(f"“{new}”" for _, new in query.corrections)
             answer.text = truncate_utf8(f"（按{read_as}理解您的问题）\n" + answer.text, MAX_ANSWER_BYTES)

@@ -308,3 +308,14 @@ def test_a_count_the_policy_states_is_quoted_first(app_context):
         assert "32个成员单位" in answer.text, question
     english = app_context.kb.ask("how many member units does the Songyuan oilfield hospital group have?")
     assert english.text.startswith("According to the policy documents")
+
+
+def test_how_many_and_how_much_need_a_number_in_the_answer(app_context):
+    """An on-topic question the policies do not settle: the hospital is there, its beds are not."""
+    for question in ["荆氏医院有多少张床位？", "下派到卫生院的医生每月补助多少钱？", "家庭医生签约服务包一年收多少钱？"]:
+        assert app_context.kb.ask(question).refused, question
+    for question, consortium, expected in [("理事会设几名副理事长？", "songyuan", "副理事长8"),
+                                           ("张店区中医院医疗集团联合了几家单位？", None, "5"),
+                                           ("资阳医联体有哪几种组建形式？", None, "")]:  # 哪几种 asks a list
+        answer = app_context.kb.ask(question, consortium=consortium)
+        assert not answer.refused and expected in answer.text.replace(" ", ""), question
