@@ -564,6 +564,34 @@ class KnowledgeBase:
         finally:
             self._installing = None
 
+    def _shape(self, answer: Answer, query: Query, hits: list[Hit], language: str) -> Answer:
+        """Fit the quoted answer to what kind of answer the question wants."""
+        question = answer.question
+        chunks = self.snapshot().chunks
+        counting = asks_count(question)
+        # "多少张床位？" / "补助多少钱？": quotes without any number or amount do not answer it
+        quoted = "\n".join(q.text for q in answer.quotes)
+        if unanswered_kind(question, quoted) and not (counting and self._countable(query, hits)):
+            return compose(question, hits, language=language, relevance=query.relevance, covered=False)
+        if asks_list(question):  # "协作内容包括哪几方面？": every item of the list
+            listed = whole_list(query, hits, chunks)
+            if listed is not None:
+                answer.text = truncate_utf8(listed.text(language), MAX_ANSWER_BYTES)
+        if counting:  # the policy's own number first, then our count, then the quotes
+            counted = count_in_tables(query, hits, chunks)
+            if counted is None and answer.quotes:  # "联合了几家单位？" over the quoted enumeration
+                counted = count_in_sentence(answer.quotes[0].text)
+            parts = [p.text(language) for p in (stated_count(query, hits, chunks), counted) if p is not None]
+            if parts:
+                header = EN_HEADER if answer.text.startswith(EN_HEADER) else ""
+                body = answer.text[len(header):].lstrip("\n")
+                answer.text = truncate_utf8("\n\n".join([*([header] if header else []), *parts, body]),
+                                            MAX_ANSWER_BYTES)
+        if query.corrections:  # say how a typed homophone was read
+            read_as = "、".join(f"“{new}”" for _, new in query.corrections)
+            answer.text = truncate_utf8(f"（按{read_as}理解您的问题）\n" + answer.text, MAX_ANSWER_BYTES)
+        return answer
+
     def _countable(self, query: Query, hits: list[Hit]) -> bool:
         """Whether a count can be made or quoted for this question (a table, a stated number)."""
         chunks = self.snapshot().chunks
@@ -629,30 +657,8 @@ class KnowledgeBase:
         covered = bool(hits) and is_answerable(features(query, hits))
         answer = compose(question, hits, language=language, relevance=query.relevance, covered=covered,
                          consortium=consortium)
-        if not answer.refused and not answer.text.startswith(("按《", "The table")):
-            # "多少张床位？" / "补助多少钱？": quotes without any number or amount do not answer it
-            quoted = "\n".join(q.text for q in answer.quotes)
-            if unanswered_kind(question, quoted) and not (asks_count(question) and self._countable(query, hits)):
-                answer = compose(question, hits, language=language, relevance=query.relevance, covered=False)
-        if not answer.refused and query.corrections:
-            read_as = "、".join(f"“{new}”" for _, new in query.corrections)
-            answer.text = truncate_utf8(f"（按{read_as}理解您的问题）\n" + answer.text, MAX_ANSWER_BYTES)
-        if not answer.refused and asks_list(question):
-            listed = whole_list(query, hits, self.snapshot().chunks)
-            if listed is not None:
-                answer.text = truncate_utf8(listed.text(language), MAX_ANSWER_BYTES)
-        if not answer.refused and asks_count(question):
-            # "几家成员单位？": count the rows of the table the question is about, cite it, then quote
-            chunks = self.snapshot().chunks
-            counted = count_in_tables(query, hits, chunks)
-            if counted is None and answer.quotes:  # "联合了几家单位？" over the quoted enumeration
-                counted = count_in_sentence(answer.quotes[0].text)
-            parts = [p.text(language) for p in (stated_count(query, hits, chunks), counted) if p is not None]
-            if parts:  # the policy's own number first, then our count, then the quotes
-                header = EN_HEADER if answer.text.startswith(EN_HEADER) else ""
-                body = answer.text[len(header):].lstrip("\n")
-                answer.text = truncate_utf8("\n\n".join([*([header] if header else []), *parts, body]),
-                                            MAX_ANSWER_BYTES)
+        if not answer.refused:
+            answer = self._shape(answer, query, hits, language)
         if self._synthesizer is not None and not answer.refused:
             answer = self._synthesizer.improve(answer)
         answer.ms = (time.perf_counter() - started) * 1000

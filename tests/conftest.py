@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# helper modules that test files both import and load as plugins: rewrite their asserts too
+pytest.register_assert_rewrite("web_support", "channel_support")
+
 from bot.config import Settings
 from bot.context import AppContext, build_context
 

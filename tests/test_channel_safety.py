@@ -23,6 +23,7 @@ from bot.wecom.render import anchor, escape_markdown, escape_text, render_replie
 from handlers.engine import ConversationEngine
 from handlers.messages import Choice, Incoming, Reply
 
+from channel_support import serve_telegram  # noqa: E402
 from channel_support import settled as _settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # sqlite_template
@@ -130,37 +131,22 @@ async def test_document_link_never_reaches_wecom_live(tmp_path, sqlite_template,
 
 
 async def test_document_markup_reaches_telegram_as_plain_text(tmp_path, sqlite_template, evil_kb):
-    from aiohttp import web
 
-    from bot.server import create_app
-    from bot.telegram import TELEGRAM_CHANNEL_KEY
-    from bot.telegram_channel import make_plugin
     from tests.telegram_support import FakeTelegram, fast_options, telegram_settings, text_update
 
     fake = await FakeTelegram().start()
     ctx = _ctx(tmp_path, sqlite_template, telegram_settings, fake.url)
     engine = ConversationEngine(ctx, kb=evil_kb)
-    plugin = make_plugin(fast_options())
-    app = create_app(ctx, engine, channels=[plugin], web_chat=False)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    stop = None
     try:
-        stop = await plugin.start(ctx, engine, app)
-        channel = app[TELEGRAM_CHANNEL_KEY]
-        await channel.wait_ready(5.0)
-        fake.push(text_update(fake.next_update_id(), 5151, QUESTION))
-        [sent] = await fake.wait_sent(5151, 1)
-        await _settled(channel, ctx)
+        async with serve_telegram(ctx, engine, fast_options()) as channel:
+            fake.push(text_update(fake.next_update_id(), 5151, QUESTION))
+            [sent] = await fake.wait_sent(5151, 1)
+            await _settled(channel, ctx)
         expected = engine.handle(Incoming(channel="telegram", user_key="5151", text=QUESTION))[0].text
         # no parse mode: Telegram shows the text exactly as the engine wrote it, tags and all
         assert sent.text == expected and '<a href="http' in sent.text and "</a>" in sent.text
         calls = fake.calls_of("sendMessage")
         assert calls and all("parse_mode" not in c for c in calls)
     finally:
-        if stop is not None:
-            await stop()
-        await runner.cleanup()
         ctx.close()
         await fake.close()

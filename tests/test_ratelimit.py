@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from storage.models import InboundMessage, ProcessedUpdate
 from storage.types import utcnow
 
 from channel_support import count_rows as _count  # noqa: E402
+from channel_support import serve_telegram  # noqa: E402
 from channel_support import settled as _settled  # noqa: E402
 
 pytest_plugins = ("storage.testing",)  # db_engine, sqlite_template
@@ -194,32 +194,6 @@ def _ctx(tmp_path: Path, sqlite_template: Path, settings_fn, api_base: str):
     return build_context(settings_fn(tmp_path / "var", api_base, database_url=f"sqlite:///{db}"))
 
 
-
-
-@asynccontextmanager
-async def serve_telegram(ctx, engine, options):
-    """The real server app with the Telegram plugin on 127.0.0.1 (polling the fake Bot API)."""
-    from aiohttp import web
-
-    from bot.server import create_app
-    from bot.telegram import TELEGRAM_CHANNEL_KEY
-    from bot.telegram_channel import make_plugin
-
-    plugin = make_plugin(options)
-    app = create_app(ctx, engine, channels=[plugin], web_chat=False)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    stop = None
-    try:
-        stop = await plugin.start(ctx, engine, app)
-        channel = app[TELEGRAM_CHANNEL_KEY]
-        await channel.wait_ready(5.0)
-        yield channel
-    finally:
-        if stop is not None:
-            await stop()
-        await runner.cleanup()
 
 
 async def test_telegram_flood_from_one_user_gets_one_notice_then_silence(tmp_path, sqlite_template):

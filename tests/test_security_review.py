@@ -28,23 +28,9 @@ from bot.server import create_app, demo_mode_problem
 from handlers.messages import Incoming
 from storage import repositories as repo
 from storage import signin
-from test_webchat import Browser, login_link_for, sign_in_with_link
+from web_support import Browser, login_link_for, sign_in_with_link
 
-pytest_plugins = ("engine_support",)
-
-
-@pytest.fixture
-async def client(engine_ctx, engine):
-    app = create_app(engine_ctx, engine, web_chat=True)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        yield c
-
-
-@pytest.fixture
-def bound_telegram(engine_ctx) -> str:
-    with engine_ctx.sessions.begin() as session:
-        repo.get_staff_by_code(session, "dr_wang_sy").telegram_user_id = 555000111
-    return "555000111"
+pytest_plugins = ("engine_support", "web_support")
 
 
 def _set_admin_password(engine_ctx, password: str = "correct horse battery") -> None:
