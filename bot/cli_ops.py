@@ -100,6 +100,18 @@ def directory_import(
 # users
 
 
+def _staff_or_exit(session, code: str, *, active_only: bool = True):
+    """The staff member with ``code``, or one line on stderr and exit code 1."""
+    from storage import repositories as repo
+
+    person = repo.get_staff_by_code(session, code, active_only=active_only)
+    if person is None:
+        which = "在职人员" if active_only else "人员"
+        typer.echo(f"人员名录中没有代码为 {code!r} 的{which}（用 `yilian users list` 查看）。", err=True)
+        raise typer.Exit(1)
+    return person
+
+
 @users_app.command("invite")
 def users_invite(
     staff: str = typer.Argument(..., help="Staff code, e.g. dr_wang_sy."),
@@ -115,10 +127,7 @@ def users_invite(
     ctx = _context()
     ttl = ctx.settings.invite_ttl_hours
     with ctx.sessions.begin() as session:
-        person = repo.get_staff_by_code(session, staff, active_only=False)
-        if person is None:
-            typer.echo(f"人员名录中没有代码为 {staff!r} 的人员（用 `yilian users list` 查看）。", err=True)
-            raise typer.Exit(1)
+        person = _staff_or_exit(session, staff, active_only=False)
         if not person.active:
             typer.echo(f"{person.name}（{person.code}）已停用，不能邀请。", err=True)
             raise typer.Exit(1)
@@ -140,7 +149,6 @@ def users_set_password(
 ) -> None:
     """Give an admin a web password (argon2) — for the first admin, before any chat channel works.
     Everyone else signs in with a one-time link from chat (/login)."""
-    from storage import repositories as repo
     from storage import signin
 
     if password_stdin:
@@ -149,10 +157,7 @@ def users_set_password(
         password = typer.prompt("新密码 / new password", hide_input=True, confirmation_prompt=True)
     ctx = _context()
     with ctx.sessions.begin() as session:
-        person = repo.get_staff_by_code(session, staff)
-        if person is None:
-            typer.echo(f"人员名录中没有代码为 {staff!r} 的在职人员（用 `yilian users list` 查看）。", err=True)
-            raise typer.Exit(1)
+        person = _staff_or_exit(session, staff)
         try:
             signin.set_password(session, person, password, actor=by)
         except signin.PasswordRefused as exc:
@@ -168,15 +173,11 @@ def users_logout(
     by: str = typer.Option("cli", help="Who revokes (recorded in the audit log)."),
 ) -> None:
     """End every web session of STAFF at once (lost laptop, staff left)."""
-    from storage import repositories as repo
     from storage import signin
 
     ctx = _context()
     with ctx.sessions.begin() as session:
-        person = repo.get_staff_by_code(session, staff, active_only=False)
-        if person is None:
-            typer.echo(f"人员名录中没有代码为 {staff!r} 的人员。", err=True)
-            raise typer.Exit(1)
+        person = _staff_or_exit(session, staff, active_only=False)
         count = signin.revoke_staff_sessions(session, person, actor=by)
     typer.echo(f"已结束 {staff} 的 {count} 个网页会话 / {count} session(s) ended")
 
@@ -265,16 +266,12 @@ def chat(
 ) -> None:
     """Chat with the assistant in the terminal, as a staff member from the directory."""
     from handlers.engine import ConversationEngine
-    from storage import repositories as repo
 
     ctx = _context()
     who = as_.strip().lower()
     if who != "guest":
         with ctx.sessions() as session:
-            person = repo.get_staff_by_code(session, who)
-            if person is None:
-                typer.echo(f"人员名录中没有代码为 {as_!r} 的在职人员（用 `yilian users list` 查看）。", err=True)
-                raise typer.Exit(1)
+            person = _staff_or_exit(session, who)
             typer.echo(f"以 {person.name}（{person.institution.name}，{person.roles_zh}）的身份聊天。")
     else:
         who = "guest-cli"

@@ -51,3 +51,19 @@ def fresh_context(tmp_path) -> AppContext:
     ctx = build_context(make_settings(tmp_path / "var"))
     yield ctx
     ctx.close()
+
+
+def cli_runner(data_dir: Path, **env: str):
+    """``run(*args)``: the ``yilian`` CLI in-process (typer's CliRunner) on ``data_dir``, with
+    ``YILIAN_*`` settings from ``env`` (e.g. ``YILIAN_LOG_LEVEL="INFO"``)."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    runner = CliRunner()
+    environment = {"YILIAN_DATA_DIR": str(data_dir), **env}
+
+    def run(*args: str):
+        return runner.invoke(app, list(args), env=environment, catch_exceptions=False)
+
+    return run

@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from bot.cli import app
 from knowledge.samples import SAMPLES_DIR
-from tests.conftest import DATA
+from tests.conftest import DATA, cli_runner
 
 
 @pytest.fixture
 def cli(tmp_path):
-    runner = CliRunner()
-    env = {"YILIAN_DATA_DIR": str(tmp_path / "var"), "YILIAN_LOG_LEVEL": "WARNING"}
-
-    def run(*args: str):
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-    return run
+    return cli_runner(tmp_path / "var", YILIAN_LOG_LEVEL="WARNING")
 
 
 def test_ingest_list_ask_remove(cli, tmp_path):

@@ -442,17 +442,9 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def cli(tmp_path):
-    from typer.testing import CliRunner
+    from tests.conftest import cli_runner
 
-    from bot.cli import app
-
-    runner = CliRunner()
-    env = {"YILIAN_DATA_DIR": str(tmp_path / "var"), "YILIAN_LOG_LEVEL": "INFO", "YILIAN_MAX_UPLOAD_BYTES": "2000000"}
-
-    def run(*args: str):
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-    return run
+    return cli_runner(tmp_path / "var", YILIAN_LOG_LEVEL="INFO", YILIAN_MAX_UPLOAD_BYTES="2000000")
 
 
 def test_cli_reports_each_bad_file_on_one_line_and_exits_1(cli, tmp_path):

@@ -9,7 +9,6 @@ extra blanks) and so have a fake rule quoted under that consortium's title.
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
 from knowledge.extract_types import IngestError
 from knowledge.samples import SAMPLES_DIR
@@ -129,15 +128,9 @@ def test_title_that_is_only_invisible_characters_is_refused(fresh_context):
 
 @pytest.fixture
 def cli(tmp_path):
-    from bot.cli import app
+    from tests.conftest import cli_runner
 
-    runner = CliRunner()
-    env = {"YILIAN_DATA_DIR": str(tmp_path / "var"), "YILIAN_LOG_LEVEL": "INFO"}
-
-    def run(*args: str):
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-    return run
+    return cli_runner(tmp_path / "var", YILIAN_LOG_LEVEL="INFO")
 
 
 def test_cli_title_is_normalised_and_a_lookalike_for_another_consortium_is_refused(cli, tmp_path):
