@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from knowledge.textnorm import utf8_len
+from knowledge.tokenize import concept_word
 
 _COUNT_ZH = re.compile(r"(几|多少)\s*(家|个|所|名|位|人|项|条|种|类|处)|一共有?多少|总共有?多少|数量")
 _COUNT_EN = re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE)
@@ -60,10 +61,6 @@ def _first_cell(body: str) -> str:
     return cell.split("：", 1)[-1].split(":", 1)[-1].strip()
 
 
-def _word(concept: list[frozenset[str]]) -> str:
-    return next(iter(sorted(concept[0])))
-
-
 def count_in_tables(query, hits: list, chunks: list) -> TableCount | None:
     """The count of the table the question is about — the table of the best-ranked row, or else
     the table whose title names what the question counts — narrowed by the question's words
@@ -77,7 +74,7 @@ def count_in_tables(query, hits: list, chunks: list) -> TableCount | None:
     key = next(((h.chunk.document_title, h.chunk.heading_path) for h in hits[:10]
                 if h.chunk.kind == "table_row" and h.chunk.document_title in documents), None)
     if key is None:
-        asked = [_word(c) for c in query.concepts]
+        asked = [concept_word(c) for c in query.concepts]
         named = [k for k in tables if k[0] in documents and any(w in " ".join(k[1]) for w in asked if len(w) >= 2)]
         key = named[0] if named else None
     rows = tables.get(key, []) if key else []
@@ -86,7 +83,7 @@ def count_in_tables(query, hits: list, chunks: list) -> TableCount | None:
     narrowing = []
     context = rows[0].document_title + " ".join(rows[0].heading_path)
     for concept in query.concepts:
-        word = _word(concept)
+        word = concept_word(concept)
         if word in context:  # "松原…集团", "成员单位": which table, not which rows
             continue
         having = [r for r in rows if word in _first_cell(r.body)]

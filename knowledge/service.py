@@ -55,14 +55,15 @@ from knowledge.extract_types import (
 from knowledge.textnorm import clean_title, is_mostly_latin, title_key, truncate_utf8
 from knowledge.tokenize import (
     answer_cue,
+    concept_word,
     english_concepts,
-    unanswered_kind,
     expand_query,
     general_rarity,
     inner_bigrams,
     register_forms,
     sub_words,
     tokenize,
+    unanswered_kind,
     words,
 )
 from knowledge.vector_index import ChromaIndex
@@ -172,17 +173,16 @@ class Query:
         known = [[form for form in c if all(t in snap.idf for t in form)] for c in self.concepts]
         # a known concept weighs its rarest form in the corpus; an unknown one weighs the most,
         # scaled by how specific the word is in general Chinese (停车场 more than 门口)
+        #: per concept: how specific its word is in general Chinese (``tokenize.general_rarity``)
+        self.rarity = [general_rarity(concept_word(c)) for c in self.concepts]
         self.weights = [
-            max((max(snap.idf[t] for t in form) for form in forms), default=0.0)
-            or snap.unknown_idf * _unknown_specificity(c)
-            for c, forms in zip(self.concepts, known)
+            max((max(snap.idf[t] for t in form) for form in forms), default=0.0) or snap.unknown_idf * rarity
+            for forms, rarity in zip(known, self.rarity)
         ]
         self.total = sum(self.weights) or 1.0
         self.unknown_share = sum(w for forms, w in zip(known, self.weights) if not forms) / self.total
         #: per concept: does any policy use one of its forms?
         self.known = [bool(forms) for forms in known]
-        #: per concept: how specific its word is in general Chinese (``tokenize.general_rarity``)
-        self.rarity = [_unknown_specificity(c) for c in self.concepts]
         words_asked = {t for c in self.concepts for form in c for t in form if not t.startswith("#")}
         self.named_documents = {title for title, names in snap.title_words.items() if names & words_asked}
 
@@ -243,12 +243,6 @@ def _content_part(word: str, snap: _Snapshot) -> str | None:
     return None
 
 
-def _unknown_specificity(concept: list[frozenset[str]]) -> float:
-    word = next(iter(sorted(concept[0])))
-    return general_rarity(word) if _CJK_RE.match(word) else 1.0
-
-
-_CJK_RE = re.compile(r"^[\u3400-\u9fff]+$")
 
 
 def _forms(word: str) -> list[frozenset[str]]:
@@ -568,20 +562,23 @@ class KnowledgeBase:
         """Fit the quoted answer to what kind of answer the question wants."""
         question = answer.question
         chunks = self.snapshot().chunks
-        counting = asks_count(question)
+        # a count question: the policy's own number, and a count over the table it is about
+        stated = table = None
+        if asks_count(question):
+            stated, table = stated_count(query, hits, chunks), count_in_tables(query, hits, chunks)
         # "多少张床位？" / "补助多少钱？": quotes without any number or amount do not answer it
         quoted = "\n".join(q.text for q in answer.quotes)
-        if unanswered_kind(question, quoted) and not (counting and self._countable(query, hits)):
+        if unanswered_kind(question, quoted) and stated is None and table is None:
             return compose(question, hits, language=language, relevance=query.relevance, covered=False)
         if asks_list(question):  # "协作内容包括哪几方面？": every item of the list
             listed = whole_list(query, hits, chunks)
             if listed is not None:
                 answer.text = truncate_utf8(listed.text(language), MAX_ANSWER_BYTES)
-        if counting:  # the policy's own number first, then our count, then the quotes
-            counted = count_in_tables(query, hits, chunks)
+        if asks_count(question):  # the policy's own number first, then our count, then the quotes
+            counted = table
             if counted is None and answer.quotes:  # "联合了几家单位？" over the quoted enumeration
                 counted = count_in_sentence(answer.quotes[0].text)
-            parts = [p.text(language) for p in (stated_count(query, hits, chunks), counted) if p is not None]
+            parts = [p.text(language) for p in (stated, counted) if p is not None]
             if parts:
                 header = EN_HEADER if answer.text.startswith(EN_HEADER) else ""
                 body = answer.text[len(header):].lstrip("\n")
@@ -591,11 +588,6 @@ class KnowledgeBase:
             read_as = "、".join(f"“{new}”" for _, new in query.corrections)
             answer.text = truncate_utf8(f"（按{read_as}理解您的问题）\n" + answer.text, MAX_ANSWER_BYTES)
         return answer
-
-    def _countable(self, query: Query, hits: list[Hit]) -> bool:
-        """Whether a count can be made or quoted for this question (a table, a stated number)."""
-        chunks = self.snapshot().chunks
-        return count_in_tables(query, hits, chunks) is not None or stated_count(query, hits, chunks) is not None
 
     def retrieve(self, question: str, *, consortium: str | None = None, k: int = 10) -> list[Hit]:
         return self._retrieve(question, consortium=consortium, k=k)[1]

@@ -75,9 +75,8 @@ REGISTER_WORDS = set(
     "咱 咱们 俺 俺们 咱这 咱这儿 我们这 我们这儿 我们这边 这儿 这边 那边 人家 大家 本人 自己 "
     "一共 总共 一般 大概 大约 到底 究竟 具体 主要 通常 平时 现在 目前 今后 以后 的话 的时候 时候 "
     "有没有 是不是 能不能 要不要 会不会 该不该 可不可以 需不需要 行不行 对不对 好不好 "
-    "得了 就是 还是 或者 还有 另外 那么 这种 那种 这个 那个 这些 那些 一下 一点 有点 "
-    "啥 咋 咋样 咋办 咋弄 咋整 干啥 管啥 为啥 啥样 啥时候 什么样 怎么样 多会儿 哪天 哪儿 哪里 哪些 哪个 哪几".split()
-)
+    "得了 就是 还是 或者 还有 另外 那么 这种 那种 这个 那个 这些 那些 一下 一点 有点 多会儿".split()
+)  # interrogatives (几回, 哪天, 啥时候, 咋弄, 管啥 …) are matched by ``_INTERROGATIVE`` below
 _INTERROGATIVE = re.compile(r"^(几|多少|多久|多长|多大|哪|啥|咋|怎|什么|何|谁)|[啥咋]$")
 # A bare quantity ("一次", "每年", "三名"): how much or how often is asked or said, and the policy
 # may write it in digits ("1次"); the subject is elsewhere in the question.
@@ -106,7 +105,7 @@ REGISTER_SYNONYMS = {
     # patients moving, staff moving
     "往上转": "上转 向上转诊", "转上去": "上转 向上转诊", "送上去": "上转 向上转诊", "往下转": "下转 向下转诊",
     "转下来": "下转 向下转诊", "转下去": "下转 向下转诊", "转院": "转诊", "下乡": "下沉 基层 下派",
-    "派人": "下派 派驻 选派", "待": "工作 服务", "呆": "工作 服务", "干": "工作 担任",
+    "派人": "下派 派驻 选派",
     # time and meetings
     "开会": "会议 召开", "一届": "任期 每届", "几回": "次", "好处": "优先 倾斜 优惠",
 }
@@ -218,6 +217,8 @@ def general_rarity(word: str) -> float:
 
     A word no policy uses is evidence that a question is off-topic in proportion to this: an
     everyday word is just how someone talks; a specific one is what they talk about."""
+    if not _CJK_WORD.match(word):
+        return 1.0  # English: no frequency list here; count it as specific
     _init()
     import jieba
 
@@ -226,6 +227,11 @@ def general_rarity(word: str) -> float:
         return 1.0
     rarity = math.log(jieba.dt.total / freq)
     return max(0.2, min(1.0, (rarity - 8.0) / 5.0))
+
+
+def concept_word(concept: list[frozenset[str]]) -> str:
+    """The word a question concept (a list of token-set forms, ``service.Query``) was made from."""
+    return next(iter(sorted(concept[0])))
 
 
 def is_register_word(word: str) -> bool:
