@@ -21,10 +21,13 @@ STALE_LOCK = { echo "requirements/*.txt do not satisfy pyproject.toml: run 'make
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# pip and setuptools come from the lock too, then the project itself without dependencies; the
+# pip and setuptools come from the lock first (the venv's bundled pip may be too old to resolve
+# extras such as uvicorn[standard] in --require-hashes mode), then the runtime lock, then the
+# project itself without dependencies; the
 # dry run (offline) fails when pyproject.toml asks for something the lock does not provide.
 $(VENV)/.installed: pyproject.toml $(REQ)/build.txt $(REQ)/runtime.txt | $(BIN)/python
-	$(PIP) --require-hashes -r $(REQ)/build.txt -r $(REQ)/runtime.txt
+	$(PIP) --require-hashes -r $(REQ)/build.txt
+	$(PIP) --require-hashes -r $(REQ)/runtime.txt
 	$(PIP) --no-deps --no-build-isolation -e .
 	$(PIP) --dry-run --no-index --no-build-isolation -e . || $(STALE_LOCK)
 	touch $@
