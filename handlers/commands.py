@@ -74,7 +74,10 @@ def help_menu(identity: Identity, *, english: bool = False, welcome: bool = Fals
                    "· Policy questions: just type a question. Answers quote the policy documents with their source."))
     choices: list[Choice] = [Choice(t("政策问答", "Ask a question"), "/ask")]
     if staff is not None:
-        lines.append(t("· 转诊登记：发送“转诊”或 /refer。", "· Referrals: send /refer."))
+        lines.append(t("· 转诊：发送“转诊”发起上转/下转；“我的转诊”查看进度；联络员发送“待处理转诊”处理本院收到的转诊；"
+                       "发送转诊单号（如 ZD-2026-000001）查看详情。",
+                       "· Referrals: /refer to start one; /referrals for yours; /pending for those waiting at your "
+                       "institution; send a referral number to see it."))
         lines.append(t("· 提醒与配额（进修、下派、坐诊）：发送“提醒”或 /status。",
                        "· Reminders and quotas (training, outreach, clinics): send /status."))
         lines.append(t("· 查看我的身份：/whoami", "· Who am I: /whoami"))
@@ -177,17 +180,6 @@ def document_list(documents: list, consortium: str | None, *, english: bool = Fa
                         f"· 《{d.title}》 version {d.version}, updated {date}{own}"))
     lines.append(tr(english, "直接输入问题即可查询这些文件中的规定。", "Ask a question to search them."))
     return Reply("\n".join(lines))
-
-
-def my_referrals(identity: Identity, *, english: bool = False) -> Reply:
-    """The user's referrals. Submitted referrals are not stored yet (the wizard ends before
-    submission), so there is honestly nothing to list."""
-    return Reply(tr(
-        english,
-        "目前系统中没有您的转诊记录：转诊登记还不能正式提交，所以尚未保存任何转诊。发送“转诊”可以先体验转诊登记流程。",
-        "There are no referrals of yours in the system: referrals cannot be submitted yet, so none are stored. "
-        "Send /refer to try the referral steps.",
-    ))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,5 +316,5 @@ def unbind(session: Session, identity: Identity, arg: str, *, english: bool = Fa
                     f"unused sign-in links. Send /invite {found.code} for a new code."))
 
 
-__all__ = ["DocumentListing", "PolicyLookup", "ask_prompt", "document_list", "my_referrals", "change_roles", "help_menu", "list_users", "login_link", "status", "unbind",
+__all__ = ["DocumentListing", "PolicyLookup", "ask_prompt", "document_list", "change_roles", "help_menu", "list_users", "login_link", "status", "unbind",
            "whoami"]

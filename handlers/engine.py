@@ -43,6 +43,7 @@ from handlers.dialogs.base import Turn, Update, decode_choice
 from handlers.identity import Identity, access_guidance, resolve
 from handlers.intents import Intent, IntentKind, route
 from handlers.messages import Incoming, Reply
+from handlers.referral import service as referral_service
 from handlers.ports import EngineContext
 from handlers.replies import Limit, fit_replies
 from handlers.texts import (
@@ -172,13 +173,23 @@ class ConversationEngine:
         now = self._clock()
         with self._ctx.sessions.begin() as session:
             identity = resolve(session, msg.channel, msg.user_key)
+            if identity.staff is not None and msg.private and identity.staff.last_channel != msg.channel \
+                    and msg.channel != "cli":
+                identity.staff.last_channel = msg.channel  # their notifications go here first
             state = repo.get_dialog(session, msg.channel, msg.user_key, now=now)
             return self._dispatch(session, identity, state, msg, now)
 
     def _turn(self, session: Session, identity: Identity, now: datetime, text: str = "",
-              choice: str | None = None, english: bool = False) -> Turn:
+              choice: str | None = None, english: bool = False, attachments: tuple = ()) -> Turn:
         return Turn(session=session, identity=identity, settings=self._ctx.settings, now=now,
-                    text=text, choice=choice, english=english)
+                    text=text, choice=choice, english=english, channel=identity.channel,
+                    user_key=identity.user_key, attachments=attachments, router=self.router)
+
+    @property
+    def router(self) -> Any:
+        """Queues notifications for other staff's chat channels (``bot.notify``); None: the web
+        inbox only."""
+        return getattr(self._ctx, "router", None)
 
     def _dispatch(self, session: Session, identity: Identity, state: DialogState | DialogExpired | None,
                   msg: Incoming, now: datetime) -> list[Item]:
@@ -202,6 +213,12 @@ class ConversationEngine:
         text = (msg.text or "").strip()[:MAX_TEXT_CHARS]
 
         # -- buttons
+        if msg.choice is not None and referral_service.decode_action(msg.choice) is not None:
+            denied = self._denied(session, identity, msg, "referral_view", False)
+            if denied is not None:
+                return [denied]
+            action, referral_id = referral_service.decode_action(msg.choice)  # type: ignore[misc]
+            return self._referral_action(session, identity, msg, action, referral_id, now)
         if msg.choice is not None:
             decoded = decode_choice(msg.choice)
             if decoded is None:
@@ -223,6 +240,9 @@ class ConversationEngine:
         english = intent.english
 
         if msg.attachments:
+            if open_state is not None and open_state.dialog == "refer" and open_state.step == "attachments":
+                turn = self._turn(session, identity, now, text=text, attachments=msg.attachments)
+                return self._advance(session, identity, msg, open_state, turn)
             return self._upload(session, identity, msg, english)
         if not text:
             return [Reply(pick(EMPTY_MESSAGE, english))]
@@ -295,7 +315,13 @@ class ConversationEngine:
         if kind == IntentKind.DOCS:
             return [commands.DocumentListing(self._consortium_for(identity), english)]
         if kind == IntentKind.MY_REFERRALS:
-            return [commands.my_referrals(identity, english=english)]
+            assert identity.staff is not None
+            return [referral_service.my_referrals(session, identity.staff, english=english)]
+        if kind == IntentKind.PENDING_REFERRALS:
+            assert identity.staff is not None
+            return [referral_service.pending(session, identity.staff, english=english)]
+        if kind == IntentKind.REFERRAL_VIEW:
+            return self._view_referral(session, identity, intent.arg, english)
         if kind == IntentKind.LOGIN:
             return [commands.login_link(session, identity, self._ctx.settings, english=english)]
         if kind == IntentKind.USERS:
@@ -362,6 +388,57 @@ class ConversationEngine:
         title = dialog.title_for(english) if dialog else pick(("操作", "action"), english)
         restart = pick(dialog.restart_hint, english) if dialog else ""
         return pick(EXPIRED, english, title=title, minutes=self._ctx.settings.dialog_ttl_minutes, restart=restart)
+
+    # ------------------------------------------------------------------------------------------
+    # referrals
+
+    def _view_referral(self, session: Session, identity: Identity, number: str, english: bool) -> list[Item]:
+        from storage import referrals as referral_store
+
+        assert identity.staff is not None
+        found = referral_store.get_by_number(session, number) if number else None
+        if found is None:
+            return [Reply(pick(("没有找到转诊单号“{n}”。发送“我的转诊”查看您的转诊。",
+                                "No referral has the number \"{n}\". Send /referrals to list yours."), english,
+                               n=number or "?"))]
+        return [referral_service.view(session, identity.staff, found, english=english)]
+
+    def _referral_action(self, session: Session, identity: Identity, msg: Incoming, action: str,
+                         referral_id: int, now: datetime) -> list[Item]:
+        """A button of a referral (a notification's 接收/拒绝, a detail view's actions)."""
+        from handlers.referral import rules as referral_rules
+        from storage import referrals as referral_store
+
+        staff = identity.staff
+        assert staff is not None
+        r = referral_store.get(session, referral_id)
+        if r is None:
+            return [Reply(pick(("这条转诊已不存在。", "That referral no longer exists."), False))]
+        if action == "view":
+            return [referral_service.view(session, staff, r)]
+        if action not in referral_rules.ACTION_LABELS:
+            return [Reply(pick(STALE_BUTTON, False))]
+        if not referral_rules.may_act(staff, r, action):
+            repo.record(session, staff.code, "access.denied", target=f"referral:{r.number}",
+                        details={"action": action})
+            if not referral_service.may_view(staff, r):
+                return [Reply("抱歉，您无权处理这条转诊。")]
+            if referral_rules.next_status(r.status, action) is None:
+                return [Reply(referral_service.handled_by_text(r), settle=referral_service.status_label(r.status))]
+            return [Reply("抱歉，只有接收机构的联络员或管理员可以处理这条转诊。" if action != "cancel"
+                          else "抱歉，只有转诊医生本人可以撤销这条转诊。")]
+        if referral_rules.next_status(r.status, action) is None:
+            return [Reply(referral_service.handled_by_text(r), settle=referral_service.status_label(r.status))]
+        if action == "reject":  # a reason is required: ask for it
+            replies = self._begin(session, identity, msg, "reject", str(r.id), now, False)
+            return replies
+        try:
+            referral_service.act(session, self.router, staff, r, action, channel=msg.channel, now=now)
+        except referral_store.StaleTransition:
+            return [Reply(referral_service.handled_by_text(r), settle=referral_service.status_label(r.status))]
+        label = referral_service.status_label(r.status)
+        text = f"转诊 {r.number} {label}。" + ("已通知转诊医生。" if staff.id != r.sender_id else "已通知接收机构。")
+        return [Reply(text, choices=referral_service.action_choices(staff, r), settle=label)]
 
     # ------------------------------------------------------------------------------------------
     # knowledge

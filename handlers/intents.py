@@ -34,6 +34,8 @@ class IntentKind(StrEnum):
     LOGIN = "login"  # a one-time link that signs the user in to the web pages
     DOCS = "docs"  # the list of indexed policy documents
     MY_REFERRALS = "my_referrals"  # the user's own referrals
+    PENDING_REFERRALS = "pending_referrals"  # referrals waiting for the user's institution
+    REFERRAL_VIEW = "referral_view"  # one referral by its number (ZD-2026-000123)
     INVITE = "invite"  # admin
     USERS = "users"  # admin
     ROLE = "role"  # admin
@@ -72,6 +74,8 @@ _SLASH: dict[str, IntentKind] = {
     "unbind": IntentKind.UNBIND,
     "docs": IntentKind.DOCS, "documents": IntentKind.DOCS, "policies": IntentKind.DOCS,
     "referrals": IntentKind.MY_REFERRALS, "myreferrals": IntentKind.MY_REFERRALS,
+    "pending": IntentKind.PENDING_REFERRALS, "queue": IntentKind.PENDING_REFERRALS,
+    "show": IntentKind.REFERRAL_VIEW,
 }
 
 # Keywords recognised when they are the whole message (after trimming punctuation).
@@ -89,6 +93,9 @@ _KEYWORDS: dict[str, IntentKind] = {
     "名额": IntentKind.STATUS, "进修": IntentKind.STATUS, "下派": IntentKind.STATUS,
     "坐诊": IntentKind.STATUS, "进修名额": IntentKind.STATUS, "下派名额": IntentKind.STATUS,
     "提醒配额": IntentKind.STATUS, "配额查询": IntentKind.STATUS,
+    "我的转诊": IntentKind.MY_REFERRALS, "待处理转诊": IntentKind.PENDING_REFERRALS,
+    "待接收转诊": IntentKind.PENDING_REFERRALS, "转诊待办": IntentKind.PENDING_REFERRALS,
+    "待办转诊": IntentKind.PENDING_REFERRALS, "待处理": IntentKind.PENDING_REFERRALS,
     "我是谁": IntentKind.WHOAMI, "我的身份": IntentKind.WHOAMI,
     "登录": IntentKind.LOGIN, "网页登录": IntentKind.LOGIN, "登录网页": IntentKind.LOGIN, "登陆": IntentKind.LOGIN,
     "人员列表": IntentKind.USERS, "用户列表": IntentKind.USERS,
@@ -108,6 +115,9 @@ _KEYWORDS_WITH_ARG: dict[str, IntentKind] = {
 }
 _ENGLISH_KEYWORDS = frozenset(k for k in [*_KEYWORDS, *_KEYWORDS_WITH_ARG] if k.isascii() and k.isalpha())
 
+#: A referral number typed alone or after 查看/转诊: ``ZD-2026-000123``, ``查看 zd-2026-000123``.
+REFERRAL_NUMBER_RE = re.compile(r"^(?:查看|查询|转诊单?|转诊号|单号|show)?[\s:：]*([A-Za-z]{2,4}-\d{4}-\d{6})$",
+                                re.IGNORECASE)
 _SLASH_RE = re.compile(r"^[/／]([A-Za-z_]+)(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 _TRIM = " \t\r\n。.!！~～"
 
@@ -125,6 +135,9 @@ def route(text: str) -> Intent:
         # The language of a command is the language of its argument (``/ask What is…``).
         return Intent(kind, arg=arg, explicit=True, english=kind == IntentKind.ASK and is_latin(arg))
     bare = raw.strip(_TRIM)
+    number = REFERRAL_NUMBER_RE.match(bare)
+    if number:
+        return Intent(IntentKind.REFERRAL_VIEW, arg=number.group(1).upper(), explicit=True)
     key = bare.lower()
     if key in _KEYWORDS:
         return Intent(_KEYWORDS[key], explicit=True, english=key in _ENGLISH_KEYWORDS)
@@ -226,4 +239,4 @@ def _looks_like_argument(kind: IntentKind, rest: str) -> bool:
     return bool(_TOKEN_RE.match(rest))
 
 
-__all__ = ["Intent", "IntentKind", "route"]
+__all__ = ["REFERRAL_NUMBER_RE", "Intent", "IntentKind", "route"]

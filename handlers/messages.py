@@ -55,11 +55,17 @@ class Reply:
     text: str
     choices: tuple[Choice, ...] = ()
     file: FileReply | None = None
+    #: Set when the user pressed a button of a notification that is now dealt with: the channel
+    #: replaces that message's buttons with this text (WeCom ``update_template_card``, Telegram
+    #: ``editMessageReplyMarkup``), so that nobody presses them again.
+    settle: str | None = None
 
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message the system sends on its own (notifications) to a staff member."""
+    """A message the system sends on its own (a notification) to a staff member, not to a
+    channel: ``handlers.notifications.notify`` keeps it in the web inbox and a ``ChannelRouter``
+    queues it for the person's chat channels. ``dedupe_key`` makes it once-only."""
 
     staff_id: int
     reply: Reply

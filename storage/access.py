@@ -10,7 +10,7 @@ Rules:
 * managing policy documents (upload, replace, remove): admins (optionally only of the
   consortium the document belongs to);
 * managing users (invites, roles, directory import): admins;
-* viewing a referral: physicians and liaisons only when their own institution sends or receives
+* viewing a referral: its sender; liaison officers when their own institution sends or receives
   it; admins for any referral touching an institution of their consortium;
 * creating a referral: physicians and liaisons.
 
@@ -77,8 +77,10 @@ def can_create_referral(staff: Staff | None) -> bool:
 
 
 def can_view_referral(staff: Staff | None, sending_institution: InstitutionLike | int,
-                      receiving_institution: InstitutionLike | int) -> bool:
-    """May ``staff`` see a referral from ``sending_institution`` to ``receiving_institution``?
+                      receiving_institution: InstitutionLike | int, *, sender_id: int | None = None) -> bool:
+    """May ``staff`` see a referral from ``sending_institution`` to ``receiving_institution``
+    that ``sender_id`` sent? Its sender, the liaison officers of either institution, and admins
+    of a consortium either institution belongs to; nobody else (not the sender's colleagues).
 
     Institutions may be given as objects or ids. With bare ids the admin rule needs the
     institutions' consortium, which is looked up through the staff object's session; when that is
@@ -87,9 +89,11 @@ def can_view_referral(staff: Staff | None, sending_institution: InstitutionLike 
     if not _active(staff):
         return False
     assert staff is not None
+    if sender_id is not None and staff.id == sender_id:
+        return True
     ends = (sending_institution, receiving_institution)
     end_ids = {e if isinstance(e, int) else e.id for e in ends}
-    if (staff.has_role(ROLE_PHYSICIAN) or staff.has_role(ROLE_LIAISON)) and staff.institution_id in end_ids:
+    if staff.has_role(ROLE_LIAISON) and staff.institution_id in end_ids:
         return True
     if staff.has_role(ROLE_ADMIN):
         mine = _consortium_id(staff)
@@ -158,6 +162,8 @@ COMMAND_RULES: dict[str, CommandRule] = {
     "status": CommandRule(Audience.BOUND),
     "docs": CommandRule(Audience.ANYONE),
     "my_referrals": CommandRule(Audience.BOUND, private_only=True),
+    "pending_referrals": CommandRule(Audience.BOUND, private_only=True),
+    "referral_view": CommandRule(Audience.BOUND, private_only=True),
     "refer": CommandRule(Audience.CLINICAL, private_only=True),
     "invite": CommandRule(Audience.ADMIN, private_only=True),
     "users": CommandRule(Audience.ADMIN, private_only=True),

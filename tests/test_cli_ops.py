@@ -122,8 +122,8 @@ def test_terminal_chat_numbers_the_choices(cli_env):
     out = result.stdout
     assert "以 王思远" in out
     assert "[1] 上转（转往上级医院）" in out and "[2] 下转（转往下级/基层机构）" in out
-    assert "（选择：下转" in out and "请选择接收机构" in out
-    assert "方向：下转" in out and "下一版本" in out
+    assert "（选择：下转" in out and "患者情况紧急吗" in out
+    assert "（选择：普通" in out and "请输入患者姓名" in out
 
 
 def test_terminal_chat_rejects_an_unknown_identity(cli_env):

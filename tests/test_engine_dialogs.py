@@ -154,23 +154,34 @@ def test_help_inside_a_dialog_repeats_the_question(chat, engine_ctx):
 # --- referral entry ----------------------------------------------------------------------------
 
 
-def test_referral_entry_collects_direction_and_receiver_from_the_users_consortium(chat, engine_ctx):
+def _to_receiver_step(talker, direction: str) -> None:
+    """Answer the wizard's steps before the receiving institution."""
+    talker.say(direction)
+    for answer in ("普通", "李四", "男", "60", "跳过", "跳过", *(("跳过",) if "下" in direction else ()),
+                   "高血压", "无"):
+        talker.say(answer)
+    talker.say("慢性病" if "下" in direction else "疑难")
+
+
+def test_referral_receivers_are_suggested_from_the_users_consortium(chat, engine_ctx):
     liaison = chat("web", "liaison_sun_sy")  # 哈达山卫生院 (基层), 松原 consortium
     liaison.say("/refer")
     assert liaison.buttons[:2] == ["上转（转往上级医院）", "下转（转往下级/基层机构）"]
-    liaison.press("上转")
+    _to_receiver_step(liaison, "上转")
     assert "请选择接收机构" in liaison.text
     assert liaison.buttons[0] == "松原吉林油田医院"  # the lead hospital first
     with engine_ctx.sessions() as session:
         songyuan = {i.name for i in session.scalars(select(Institution)) if i.consortium.code == "songyuan"}
     assert set(liaison.buttons) <= songyuan and "哈达山卫生院" not in liaison.buttons
+    assert not any("疾病预防控制" in b or "妇幼保健计划生育" in b for b in liaison.buttons)
     liaison.press("松原吉林油田医院")
+    assert "科室" in liaison.text
+    liaison.press("不指定")
+    liaison.press("完成")
     text = liaison.text
-    assert "方向：上转" in text and "接收机构：松原吉林油田医院" in text and "转出机构：哈达山卫生院" in text
-    assert "下一版本" in text and "没有提交" in text
-    assert "周婉清" in text  # the receiving hospital's liaison
+    assert "方向：上转" in text and "接收：松原吉林油田医院" in text and "转出：哈达山卫生院" in text
     assert "138" not in text  # no phone numbers
-    assert open_dialog(engine_ctx, "web", "liaison_sun_sy") is None
+    assert open_dialog(engine_ctx, "web", "liaison_sun_sy").step == "confirm"
 
 
 def test_referral_receiver_can_be_typed_and_typos_are_re_asked(chat, engine_ctx):
@@ -179,20 +190,22 @@ def test_referral_receiver_can_be_typed_and_typos_are_re_asked(chat, engine_ctx)
     doctor.say("横着转")
     assert "没有找到“横着转”这个转诊方向" in doctor.text
     assert "上转（转往上级医院）" in doctor.buttons  # the step is offered again
-    doctor.say("我要下转")
+    _to_receiver_step(doctor, "我要下转")
     assert "请选择接收机构" in doctor.text
     doctor.say("临沧市人民医院")  # another consortium's hospital is not offered
     assert "没有找到“临沧市人民医院”这个接收机构" in doctor.text
     doctor.say("卫生所")
     assert "对应多个接收机构" in doctor.text
     doctor.say("哈达山")
-    assert "接收机构：哈达山卫生院" in doctor.text and "方向：下转" in doctor.text
+    doctor.press("不指定")
+    doctor.press("完成")
+    assert "接收：哈达山卫生院" in doctor.text and "方向：下转" in doctor.text
 
 
 def test_upward_referral_from_the_lead_hospital_says_there_is_no_higher_level(chat):
     doctor = chat("web", "dr_wang_sy")  # 松原吉林油田医院: the consortium's lead (三级) hospital
     doctor.say("转诊")
-    doctor.press("上转")
+    _to_receiver_step(doctor, "上转")
     assert "已是松原吉林油田医院城市医疗集团内级别最高的医院" in doctor.text
     assert "上级医院）" not in doctor.text  # no pretending that the members are higher-level
 

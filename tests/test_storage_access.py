@@ -52,8 +52,8 @@ def test_only_active_admins_manage_documents_and_users():
 @pytest.mark.parametrize(
     ("who", "sending", "receiving", "allowed"),
     [
-        (DOCTOR, SY_MEMBER, SY_LEAD, True),      # own institution sends (上转)
-        (DOCTOR, SY_LEAD, SY_MEMBER, True),      # own institution receives (下转)
+        (DOCTOR, SY_MEMBER, SY_LEAD, False),     # a colleague's referral from their institution
+        (DOCTOR, SY_LEAD, SY_MEMBER, False),     # ... or to it: only the sender and liaisons see it
         (DOCTOR, SY_LEAD, SY_OTHER, False),      # same consortium, not involved
         (LIAISON, SY_MEMBER, SY_LEAD, True),
         (LIAISON, SY_MEMBER, SY_OTHER, False),
@@ -68,6 +68,13 @@ def test_referral_visibility(who, sending, receiving, allowed):
     assert access.can_view_referral(who, sending, receiving) is allowed
     if who is not None and not who.has_role("admin"):  # ids work the same for non-admins
         assert access.can_view_referral(who, sending.id, receiving.id) is allowed
+
+
+def test_the_sender_sees_their_own_referral():
+    sender = person(["physician"], SY_MEMBER)
+    sender.id = 7
+    assert access.can_view_referral(sender, SY_MEMBER, SY_LEAD, sender_id=7)
+    assert not access.can_view_referral(sender, SY_MEMBER, SY_LEAD, sender_id=8)
 
 
 def test_creating_referrals_needs_a_clinical_role():
@@ -86,7 +93,9 @@ def test_admin_rule_with_bare_institution_ids_uses_the_directory(session):
     assert access.can_view_referral(admin, sending, receiving)
     assert not access.can_view_referral(lc_admin, sending, receiving)
     assert not access.can_view_referral(get_staff_by_code(session, "dr_wang_sy"), sending, receiving)
-    assert access.can_view_referral(dr_member, sending, receiving)
+    assert not access.can_view_referral(dr_member, sending, receiving)  # a physician: only as the sender
+    assert access.can_view_referral(dr_member, sending, receiving, sender_id=dr_member.id)
+    assert access.can_view_referral(liaison_member, sending, receiving)
     session.expunge(admin)  # no session to resolve ids with: fail closed
     assert not access.can_view_referral(admin, sending, receiving)
 

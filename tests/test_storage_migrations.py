@@ -19,6 +19,7 @@ ALL_TABLES = {
     "audit_log", "dialog_state", "processed_updates",
     "outbox_messages", "inbound_messages", "channel_tokens",  # 0002 channel delivery
     "login_tokens", "web_sessions",  # 0003 web sign-in (0004 adds a column only)
+    "referrals", "referral_events", "referral_attachments", "notifications",  # 0005 referrals
 }
 
 

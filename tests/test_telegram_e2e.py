@@ -282,18 +282,20 @@ async def test_choices_are_inline_keyboards_and_callbacks_drive_the_dialog(fake,
 
         press = callback_update(fake.next_update_id(), USER, ask.callback_data[0], message_id=ask.message_id)
         fake.push(press)
-        receivers = (await fake.wait_sent(USER, 2))[1]
-        assert "请选择接收机构" in receivers.text and receivers.buttons[0] == "松原吉林油田医院"
+        urgency = (await fake.wait_sent(USER, 2))[1]
+        assert "紧急" in urgency.text and urgency.buttons[0] == "普通"
         assert press["callback_query"]["id"] in fake.answered  # the spinner was stopped
 
-        fake.push(callback_update(fake.next_update_id(), USER, receivers.callback_data[0]))
-        summary = (await fake.wait_sent(USER, 3))[2]
-        assert "方向：上转" in summary.text and "接收机构：松原吉林油田医院" in summary.text
-        assert "功能菜单" in summary.buttons
+        fake.push(callback_update(fake.next_update_id(), USER, urgency.callback_data[0]))
+        name = (await fake.wait_sent(USER, 3))[2]
+        assert "患者姓名" in name.text
+
+        fake.push(text_update(fake.next_update_id(), USER, "取消"))
+        assert "已取消转诊登记" in (await fake.wait_sent(USER, 4))[3].text
 
         # The first button again: the dialog is over, so it is answered as stale, politely.
         fake.push(callback_update(fake.next_update_id(), USER, ask.callback_data[0]))
-        stale = (await fake.wait_sent(USER, 4))[3]
+        stale = (await fake.wait_sent(USER, 5))[4]
         assert "已经结束或已过期" in stale.text
         await settled(channel, ctx)
     assert len(fake.answered) == 3

@@ -93,10 +93,10 @@ async def test_choices_round_trip_through_the_api(demo_client):
     choices = data["replies"][0]["choices"]
     assert [c["label"] for c in choices] == ["上转（转往上级医院）", "下转（转往下级/基层机构）"]
     status, data = await browser.say(choice=choices[1]["value"])
-    receivers = data["replies"][0]["choices"]
-    assert "请选择接收机构" in data["replies"][0]["text"] and receivers
-    status, data = await browser.say(choice=receivers[0]["value"])
-    assert f"接收机构：{receivers[0]['label']}" in data["replies"][0]["text"]
+    urgency = data["replies"][0]["choices"]
+    assert "紧急" in data["replies"][0]["text"] and [c["label"] for c in urgency][0] == "普通"
+    status, data = await browser.say(choice=urgency[0]["value"])
+    assert "患者姓名" in data["replies"][0]["text"]
 
 
 async def test_guest_sessions_do_not_share_dialog_state(demo_client):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from handlers.dialogs.base import Dialog
 from handlers.dialogs.bind import BindDialog
 from handlers.dialogs.invite import InviteDialog
-from handlers.dialogs.referral import ReferralDialog
+from handlers.referral.dialog import ReferralDialog, RejectDialog
 
 DIALOGS: dict[str, Dialog] = {}
 
@@ -21,7 +21,7 @@ def register(dialog: Dialog) -> Dialog:
     return dialog
 
 
-for _dialog in (BindDialog(), InviteDialog(), ReferralDialog()):
+for _dialog in (BindDialog(), InviteDialog(), ReferralDialog(), RejectDialog()):
     register(_dialog)
 
 

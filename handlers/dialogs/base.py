@@ -67,6 +67,15 @@ class Turn:
     #: The value of a pressed button meant for the current step (already decoded), if any.
     choice: str | None = None
     english: bool = False
+    #: Where the message came from (for records made by a dialog, e.g. a referral's event).
+    channel: str = ""
+    user_key: str = ""
+    #: Files sent with the message (only a dialog step that asks for files receives them).
+    attachments: tuple[Any, ...] = ()
+    #: Queues notifications to other staff (``handlers.notifications.ChannelRouter``), if any.
+    router: Any = None
+    #: The name of the dialog handling this turn (set by ``Dialog``).
+    dialog: str = ""
 
     @property
     def answer(self) -> str:
@@ -79,11 +88,13 @@ class Turn:
 class Reask(Exception):
     """The answer does not fit the step: tell the user why; the step is asked again."""
 
-    def __init__(self, message: str, *, step: str | None = None) -> None:
+    def __init__(self, message: str, *, step: str | None = None, choices: Sequence[Choice] = ()) -> None:
         super().__init__(message)
         self.message = message
         #: Raised by ``Dialog.finish``: the step to ask again (default: the last one).
         self.step = step
+        #: Buttons to offer instead of the step's own (e.g. the institutions a typed name matches).
+        self.choices = tuple(choices)
 
 
 class Abort(Exception):
@@ -202,8 +213,10 @@ class ChoiceStep(Step):
                 return containing[0]
         if len(partial) > 1:
             names = "、".join(o.label for o in partial[:6])
-            raise Reask(turn.t(f"“{answer}”对应多个{self.what[0]}：{names}。请输入更完整的名称或点选按钮。",
-                               f"\"{answer}\" matches several: {names}. Please type more of the name or tap a button."))
+            raise Reask(turn.t(f"“{answer}”对应多个{self.what[0]}：{names}。请点选按钮，或输入更完整的名称。",
+                               f"\"{answer}\" matches several: {names}. Please tap one or type more of the name."),
+                        choices=[Choice(o.label, encode_choice(turn.dialog, self.name, o.value))
+                                 for o in partial[: self.max_buttons]])
         raise Reask(self._unknown(turn, answer, options))
 
     def _unknown(self, turn: Turn, answer: str, options: list[Option]) -> str:
@@ -213,6 +226,27 @@ class ChoiceStep(Step):
         return turn.t(f"没有找到“{answer}”这个{self.what[0]}。{hint}请点选下面的按钮，或输入列表中的名称。",
                       f"I could not find the {self.what[1]} \"{answer}\". {hint} Please tap a button or type a name "
                       "from the list.")
+
+
+@dataclass
+class OpenChoiceStep(ChoiceStep):
+    """A ``ChoiceStep`` that also takes an answer in the user's own words: a typed text that
+    matches no option (and is long enough to mean something) becomes ``Option("text:…", text)``."""
+
+    min_chars: int = 2
+    max_chars: int = 300
+
+    def parse(self, turn: Turn, data: dict[str, Any]) -> Option:
+        try:
+            return super().parse(turn, data)
+        except Reask:
+            answer = turn.answer
+            if turn.choice is not None or len(answer) < self.min_chars:
+                raise
+            if len(answer) > self.max_chars:
+                raise Reask(turn.t(f"内容太长了，请控制在 {self.max_chars} 字以内。",
+                                   f"That is too long; please keep it under {self.max_chars} characters."))
+            return Option(f"text:{answer}", answer)
 
 
 @dataclass
@@ -273,6 +307,7 @@ class Dialog:
         raise NotImplementedError
 
     def begin(self, turn: Turn, arg: str = "") -> Update:
+        turn.dialog = self.name
         data: dict[str, Any] = {"_lang": "en" if turn.english else "zh"}
         reason = self.allowed(turn)
         if reason is not None:
@@ -289,6 +324,7 @@ class Dialog:
 
     def advance(self, turn: Turn, step_name: str, data: dict[str, Any]) -> Update:
         data = dict(data)
+        turn.dialog = self.name
         turn.english = data.get("_lang") == "en"
         reason = self.allowed(turn)  # roles may have changed since the dialog began
         if reason is not None:
@@ -299,7 +335,7 @@ class Dialog:
         except Abort as stop:
             return Update([Reply(stop.message, choices=stop.choices)], None)
         except Reask as again:
-            return self._reask(turn, step, data, again.message)
+            return self._reask(turn, step, data, again.message, again.choices)
         data[step.key] = value.value if isinstance(value, Option) else value
         if isinstance(value, Option):
             data[f"{step.key}_label"] = value.label
@@ -320,7 +356,8 @@ class Dialog:
             data.pop(f"{step.key}_label", None)
             return self._reask(turn, step, data, again.message)
 
-    def _reask(self, turn: Turn, step: Step, data: dict[str, Any], message: str) -> Update:
+    def _reask(self, turn: Turn, step: Step, data: dict[str, Any], message: str,
+               choices: Sequence[Choice] = ()) -> Update:
         tries = int(data.get("_reasks", 0)) + 1
         if tries >= self.max_reasks:
             text = turn.t(f"{message}\n多次输入仍未成功，已结束{self.title_for(False)}。请确认信息后重新开始，或联系管理员。",
@@ -329,13 +366,14 @@ class Dialog:
             return Update([Reply(text)], None)
         data["_reasks"] = tries
         prompt = step.prompt(turn, data, self.name)
-        return Update([Reply(f"{message}\n\n{prompt.text}", choices=prompt.choices)], step.name, data)
+        return Update([Reply(f"{message}\n\n{prompt.text}", choices=tuple(choices) or prompt.choices)], step.name, data)
 
 
 __all__ = [
     "Abort",
     "ChoiceStep",
     "Dialog",
+    "OpenChoiceStep",
     "Option",
     "Reask",
     "Step",

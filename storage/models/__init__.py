@@ -15,6 +15,7 @@ from storage.models.directory import (
 )
 from storage.models.knowledge import Chunk, Document, KnowledgeState
 from storage.models.outbox import ChannelToken, InboundMessage, OutboxMessage
+from storage.models.referral import Notification, Referral, ReferralAttachment, ReferralEvent
 from storage.models.runtime import DialogState, ProcessedUpdate
 from storage.models.web import LoginToken, WebSession
 
@@ -36,8 +37,12 @@ __all__ = [
     "InviteCode",
     "KnowledgeState",
     "LoginToken",
+    "Notification",
     "OutboxMessage",
     "ProcessedUpdate",
+    "Referral",
+    "ReferralAttachment",
+    "ReferralEvent",
     "Staff",
     "WebSession",
 ]

@@ -54,6 +54,9 @@ class Consortium(Base):
     code: Mapped[str] = mapped_column(String(50), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     city: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: Two or three letters that start this consortium's referral numbers (``ZD-2026-000123``);
+    #: None: derived from ``code``.
+    referral_prefix: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
     institutions: Mapped[list[Institution]] = relationship(
         back_populates="consortium", order_by="Institution.id"
@@ -78,6 +81,10 @@ class Institution(Base):
     #: The lead hospital this member belongs to (None for the lead itself).
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("institutions.id"), nullable=True)
     departments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Whether referrals may be sent here: None = by kind (clinical institutions do; a CDC or a
+    #: maternal-and-child health centre does not, see ``handlers.referral.rules.receives``);
+    #: an admin sets True/False to override.
+    receives_referrals: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
     consortium: Mapped[Consortium] = relationship(back_populates="institutions", lazy="joined")
     parent: Mapped[Institution | None] = relationship(remote_side=[id])
@@ -109,6 +116,9 @@ class Staff(Base):
     #: argon2 hash of a web password. Only admins may have one (the first admin signs in with it
     #: before any chat channel is set up); everyone else signs in through their chat account.
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: The chat channel this person last wrote from (``wecom``/``telegram``/``web``): their
+    #: notifications go there first.
+    last_channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
     institution: Mapped[Institution] = relationship(lazy="joined")
 
