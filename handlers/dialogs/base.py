@@ -76,6 +76,8 @@ class Turn:
     router: Any = None
     #: The name of the dialog handling this turn (set by ``Dialog``).
     dialog: str = ""
+    #: How to leave (or go back), shown under each question (the dialog's ``hint``).
+    hint: tuple[str, str] = CANCEL_HINT
 
     @property
     def answer(self) -> str:
@@ -141,7 +143,7 @@ class TextStep(Step):
         self.key = self.key or self.name
 
     def prompt(self, turn: Turn, data: dict[str, Any], dialog: str) -> Reply:
-        return Reply(text=f"{self.question(turn, data)}\n{pick(CANCEL_HINT, turn.english)}")
+        return Reply(text=f"{self.question(turn, data)}\n{pick(turn.hint, turn.english)}")
 
     def parse(self, turn: Turn, data: dict[str, Any]) -> Any:
         return self.validate(turn, data, turn.choice if turn.choice is not None else turn.answer)
@@ -180,7 +182,7 @@ class ChoiceStep(Step):
         if len(options) > len(shown):
             text += "\n" + turn.t(f"（按钮只列出最可能的 {len(shown)} 个，其他{self.what[0]}可直接输入名称）",
                                   f"(only the {len(shown)} likeliest are buttons; type the name of any other)")
-        text += "\n" + pick(CANCEL_HINT, turn.english)
+        text += "\n" + pick(turn.hint, turn.english)
         return Reply(text=text, choices=tuple(Choice(o.label, encode_choice(dialog, self.name, o.value))
                                               for o in shown))
 
@@ -270,6 +272,8 @@ class Dialog:
     #: The steps in order; subclasses set them in ``__init__``.
     steps: list[Step]
     max_reasks: int = 5
+    #: Shown under each question: how to leave (a dialog with a way back says so too).
+    hint: tuple[str, str] = CANCEL_HINT
 
     def __init__(self) -> None:
         self.steps = []
@@ -307,7 +311,7 @@ class Dialog:
         raise NotImplementedError
 
     def begin(self, turn: Turn, arg: str = "") -> Update:
-        turn.dialog = self.name
+        turn.dialog, turn.hint = self.name, self.hint
         data: dict[str, Any] = {"_lang": "en" if turn.english else "zh"}
         reason = self.allowed(turn)
         if reason is not None:
@@ -324,7 +328,7 @@ class Dialog:
 
     def advance(self, turn: Turn, step_name: str, data: dict[str, Any]) -> Update:
         data = dict(data)
-        turn.dialog = self.name
+        turn.dialog, turn.hint = self.name, self.hint
         turn.english = data.get("_lang") == "en"
         reason = self.allowed(turn)  # roles may have changed since the dialog began
         if reason is not None:

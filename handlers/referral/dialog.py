@@ -36,7 +36,7 @@ DONE_WORDS = frozenset({"完成", "好了", "没有了", "不用", "done", "fini
 MAX_ATTACHMENTS = 5
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 ATTACHMENT_SUFFIXES = (".pdf", ".jpg", ".jpeg", ".png", ".heic", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-NAV_HINT = ("（“上一步”返回，“取消”退出）", "(\"back\" for the previous step, \"cancel\" to stop)")
+NAV_HINT = ("（发送“上一步”返回，“取消”退出）", "(send \"back\" for the previous step, \"cancel\" to stop)")
 
 
 def _rules(turn: Turn) -> R.ReferralRules:
@@ -293,7 +293,7 @@ class AttachmentStep(Step):
                              "press \"Done\" when finished or if there are none.")
         from handlers.dialogs.base import encode_choice
 
-        return Reply(f"{text}\n{pick(NAV_HINT, turn.english)}",
+        return Reply(f"{text}\n{pick(turn.hint, turn.english)}",
                      choices=(Choice(turn.t("完成", "Done"), encode_choice(dialog, self.name, "done")),))
 
     def parse(self, turn: Turn, data: dict[str, Any]) -> Any:
@@ -350,6 +350,7 @@ class ReferralDialog(Dialog):
     name = "refer"
     title = ("转诊登记", "referral")
     restart_hint = ("（发送“转诊”或 /refer）", " (send /refer)")
+    hint = NAV_HINT
 
     def __init__(self) -> None:
         super().__init__()
@@ -424,6 +425,7 @@ class ReferralDialog(Dialog):
             return self._back(turn, step_name, data)
         if turn.attachments and step_name != "attachments":
             turn.attachments = ()
+            turn.dialog, turn.hint = self.name, self.hint
             data = dict(data)
             turn.english = data.get("_lang") == "en"
             prompt = self.step(step_name).prompt(turn, data, self.name)
@@ -444,7 +446,7 @@ class ReferralDialog(Dialog):
 
     def _back(self, turn: Turn, step_name: str, data: dict[str, Any]) -> Update:
         data = dict(data)
-        turn.dialog = self.name
+        turn.dialog, turn.hint = self.name, self.hint
         turn.english = data.get("_lang") == "en"
         trail = list(data.get("_trail") or [])
         if not trail:
@@ -542,7 +544,7 @@ class ReferralDialog(Dialog):
         if r.urgency == "emergency" and r.direction == UP:
             lines.append(service.emergency_warning(r, english=turn.english))
         lines.append(turn.t(f"转诊已提交，单号 {r.number}。", f"Referral submitted: {r.number}."))
-        who = "、".join(f"{s.name}（{'联络员' if done.via_liaison else '管理员'}）" for s in done.recipients)
+        who = "、".join(s.name for s in done.recipients)
         if not done.recipients:
             lines.append(turn.t(f"{receiver.name}暂无联络员或管理员登记在系统中，无法通知对方；请电话联系该院，并告知本院管理员。",
                                 f"{receiver.name} has no liaison officer or admin on file, so nobody could be notified; "
