@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=8, ge=1, description="Messages a user may send back to back.")
     rate_limit_queue_cap: int = Field(default=10, ge=0, description="A user's unanswered messages kept; 0 = no cap.")
 
+    # --- referrals --------------------------------------------------------------------------------
+    referral_rules: Path | None = Field(
+        default=None, description="The consortium's referral rules (YAML); default handlers/referral/rules_default.yaml.")
+    referral_escalation_interval_s: float = Field(
+        default=60.0, gt=0, description="How often unanswered referrals are checked for escalation.")
+
     # --- behaviour ------------------------------------------------------------------------------
     dialog_ttl_minutes: int = 60
     invite_ttl_hours: int = 72

@@ -23,6 +23,16 @@ class AppContext:
     sessions: sessionmaker[Session]
     _kb_lock: threading.Lock = field(default_factory=threading.Lock)
     _kb: object | None = None
+    _router: object | None = None
+
+    @property
+    def router(self):
+        """Queues notifications for staff's chat channels (``bot.notify.ChannelNotifier``)."""
+        if self._router is None:
+            from bot.notify import ChannelNotifier
+
+            self._router = ChannelNotifier(self.settings)
+        return self._router
 
     @property
     def kb(self):

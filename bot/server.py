@@ -149,6 +149,7 @@ def create_app(
         app.on_startup.append(_start_warm_up)
         app.on_cleanup.append(_stop_warm_up)
         app.on_startup.append(_start_sweeper)
+        app.on_startup.append(_start_escalation)
         app.on_cleanup.append(_stop_sweeper)
     return app
 
@@ -189,11 +190,43 @@ async def _start_sweeper(app: web.Application) -> None:
 
 
 async def _stop_sweeper(app: web.Application) -> None:
-    task = app.get(_SWEEP_KEY)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    for key in (_SWEEP_KEY, _ESCALATE_KEY):
+        task = app.get(key)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+_ESCALATE_KEY: web.AppKey[asyncio.Task] = web.AppKey("yilian_escalate", asyncio.Task)
+
+
+def escalate_referrals(ctx: AppContext) -> int:
+    """Tell receiving admins about referrals nobody answered in time (any worker may run this:
+    each referral is claimed once in the database)."""
+    from handlers.referral.rules import rules_for
+    from handlers.referral.service import escalate_due
+    from storage.types import utcnow
+
+    rules = rules_for(str(ctx.settings.referral_rules) if ctx.settings.referral_rules else None)
+    with ctx.sessions.begin() as session:
+        return escalate_due(session, ctx.router, now=utcnow(), rules=rules)
+
+
+async def _start_escalation(app: web.Application) -> None:
+    ctx = app[CTX_KEY]
+
+    async def loop() -> None:
+        while True:
+            try:
+                count = await asyncio.to_thread(escalate_referrals, ctx)
+                if count:
+                    log.info("unanswered referrals escalated", extra={"count": count})
+            except Exception:
+                log.exception("referral escalation failed; retried at the next interval")
+            await asyncio.sleep(ctx.settings.referral_escalation_interval_s)
+
+    app[_ESCALATE_KEY] = asyncio.get_running_loop().create_task(loop())
 
 
 async def _start_warm_up(app: web.Application) -> None:
