@@ -194,6 +194,10 @@ from bot.cli_ops import register as _register_ops  # noqa: E402 - after the app 
 
 _register_ops(app)
 
+from bot.cli_referrals import register as _register_referrals  # noqa: E402
+
+_register_referrals(app)
+
 
 def main() -> None:
     try:
