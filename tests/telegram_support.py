@@ -64,6 +64,8 @@ class FakeTelegram:
     sent: list[Sent] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
+    #: (chat id, message id) of every keyboard removed with editMessageReplyMarkup.
+    edited: list[tuple[int, int]] = field(default_factory=list)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     #: File ids whose getFile reports a size (without having the bytes).
@@ -264,6 +266,14 @@ class FakeTelegram:
         self.sent.append(Sent("sendMessage", chat_id, text, keyboard, message["message_id"], time.time()))
         self._changed.set()
         return self.ok(message)
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> web.Response:
+        """Records ``(chat_id, message_id)`` of each keyboard removed (``edited``)."""
+        chat_id = int(self._json(params.get("chat_id")))
+        message_id = int(self._json(params.get("message_id")))
+        self.edited.append((chat_id, message_id))
+        self._changed.set()
+        return self.ok(self._message(chat_id, text="(edited)") | {"message_id": message_id})
 
     async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:
         chat_id = int(self._json(params.get("chat_id")))

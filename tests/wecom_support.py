@@ -101,6 +101,8 @@ class FakeWeCom:
     send_calls: list[dict[str, Any]] = field(default_factory=list)
     media_calls: list[str] = field(default_factory=list)
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Bodies of message/update_template_card calls (a clicked card's buttons replaced).
+    card_updates: list[dict[str, Any]] = field(default_factory=list)
     token_fetches: int = 0
     valid_tokens: set[str] = field(default_factory=set)
     #: Web-authorisation codes the fake WeCom would hand a browser: code -> userid (each works once).
@@ -144,6 +146,7 @@ class FakeWeCom:
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_post("/cgi-bin/media/upload", self._media_upload)
         app.router.add_get("/cgi-bin/auth/getuserinfo", self._getuserinfo)
+        app.router.add_post("/cgi-bin/message/update_template_card", self._update_card)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -163,6 +166,17 @@ class FakeWeCom:
         if token not in self.valid_tokens:
             return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
         return None
+
+    async def _update_card(self, request: web.Request) -> web.Response:
+        refused = self._token_ok(request)
+        if refused is not None:
+            return refused
+        body = await request.json()
+        if not body.get("response_code") or not body.get("userids"):
+            return web.json_response({"errcode": 40058, "errmsg": "invalid parameter"})
+        self.card_updates.append(body)
+        self._changed.set()
+        return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": []})
 
     async def _getuserinfo(self, request: web.Request) -> web.Response:
         """Web authorisation: a code from ``oauth_codes`` names a member once (as WeCom's does)."""

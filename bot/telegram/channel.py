@@ -422,6 +422,10 @@ class TelegramChannel:
                 action = classify(update, row.external_id, bot_username=self._username())
                 replies = await self._replies_for(action, update)
             payloads = render_replies(replies)
+            query = update.callback_query
+            if query is not None and query.message is not None and any(r.settle for r in replies):
+                # the pressed notification is dealt with: its buttons go (``Reply.settle``)
+                payloads.insert(0, {"kind": "edit_markup", "message_id": query.message.message_id})
         except Exception as exc:  # noqa: BLE001 - download failed, database trouble …: try again later
             if row.attempts < self.options.max_inbound_attempts:
                 log.warning("telegram update %s: attempt %s failed (%s); will retry", row.external_id,

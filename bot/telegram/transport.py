@@ -94,6 +94,14 @@ class TelegramTransport:
                 parse_mode=None,
                 reply_markup=markup,
             )
+        elif kind == "edit_markup":
+            # a notification button was acted on: drop the keyboard of the pressed message
+            try:
+                await self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=int(payload["message_id"]),
+                                                         reply_markup=None)
+            except BadRequest as exc:  # "message is not modified", "message to edit not found": done already
+                log.info("telegram keyboard of message %s not removed: %s", payload.get("message_id"),
+                         self._redact(exc))
         else:
             raise DeliveryError(f"unknown payload kind {kind!r}", retryable=False)
 

@@ -314,6 +314,9 @@ class WeComAPI:
     async def send_message(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.call("POST", "message/send", json_body=body)
 
+    async def update_template_card(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("POST", "message/update_template_card", json_body=body)
+
     async def upload_media(self, kind: str, file_name: str, data: bytes, mime_type: str | None = None) -> str:
         def form() -> aiohttp.FormData:
             fd = aiohttp.FormData()

@@ -361,6 +361,12 @@ class WeComChannel:
             else:
                 replies = await self._replies_for(classify(row.payload, row.external_id))
             payloads = render_replies(replies, style=self.options.choice_style)
+            settle = next((r.settle for r in replies if r.settle), None)
+            code = row.payload.get("ResponseCode")
+            if settle and isinstance(code, str) and code:
+                # the clicked notification is dealt with: its card shows so (``Reply.settle``)
+                payloads.insert(0, {"msgtype": "update_template_card", "response_code": code,
+                                    "button": {"replace_name": settle[:20]}})
         except Exception as exc:  # download failed, database trouble …: try again later
             if row.attempts < self.options.max_inbound_attempts:
                 log.warning("wecom message %s: attempt %s failed (%s); will retry", row.external_id, row.attempts, exc)

@@ -41,6 +41,8 @@ class WeComTransport:
         return body
 
     async def send(self, item: OutboxItem) -> str | None:
+        if item.payload.get("msgtype") == "update_template_card":
+            return await self._update_card(item)
         try:
             result = await self.api.send_message(await self.body_for(item))
         except WeComAPIError as exc:
@@ -53,6 +55,22 @@ class WeComTransport:
         if invalid:
             log.warning("wecom message %s accepted with invalid recipients: %s", item.id, invalid)
             return f"accepted with {invalid}"
+        return None
+
+    async def _update_card(self, item: OutboxItem) -> str | None:
+        """Replace the buttons of a clicked card (``message/update_template_card``). A response
+        code works once and for 72 hours: when WeCom refuses it, the card just stays as it was."""
+        body = {"userids": [item.recipient], "agentid": self.agent_id,
+                "response_code": item.payload.get("response_code"), "button": item.payload.get("button")}
+        try:
+            await self.api.update_template_card(body)
+        except WeComAPIError as exc:
+            if exc.retryable:
+                raise DeliveryError(str(exc), retryable=True) from None
+            log.info("wecom card of row %s not updated: %s", item.id, exc)
+            return f"card not updated: {exc}"
+        except WeComError as exc:
+            raise DeliveryError(str(exc), retryable=exc.retryable) from None
         return None
 
 
