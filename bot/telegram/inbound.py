@@ -31,6 +31,7 @@ from typing import Any
 from telegram import Chat, Message, Update
 
 from handlers.dialogs.base import decode_choice
+from handlers.referral.service import ACTION_PREFIX, decode_action
 from handlers.messages import Incoming
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
@@ -85,12 +86,15 @@ def chat_key(update: Update) -> str | None:
 
 
 def choice_ok(data: str) -> bool:
-    """A callback data value the engine understands: a dialog button or a command."""
+    """A callback data value the engine understands: a dialog button, a referral's action button
+    (``r:accept:42``) or a command."""
     data = data.strip()
     if not data:
         return False
     if data.startswith("d:"):
         return decode_choice(data) is not None
+    if data.startswith(ACTION_PREFIX):
+        return decode_action(data) is not None
     return data.startswith("/") and len(data) > 1
 
 
