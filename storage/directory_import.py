@@ -22,6 +22,8 @@ Either nested::
             is_lead: true                     # optional, default false; at most one lead per consortium
             parent: 松原吉林油田医院           # optional; default: the consortium's lead hospital
             departments: [心血管内科, 医务科]   # optional list
+            receives_referrals: true          # optional: override who receives referrals (default:
+                                              # clinical institutions do, a CDC or 妇幼保健计划生育服务中心 not)
             staff:
               - code: dr_wang_sy              # required, lower-case letters/digits/_ (used by --as, invites)
                 name: 王某某                   # required
@@ -188,6 +190,7 @@ class _InstitutionRec:
     is_lead: bool | None = None
     parent: str | None = None
     departments: list[str] | None = None
+    receives_referrals: bool | None = None
 
 
 @dataclass
@@ -370,7 +373,8 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Any:
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 
 _CONSORTIUM_KEYS = {"code", "name", "city", "institutions"}
-_INSTITUTION_KEYS = {"consortium", "name", "level", "is_lead", "parent", "departments", "staff"}
+_INSTITUTION_KEYS = {"consortium", "name", "level", "is_lead", "parent", "departments", "receives_referrals",
+                     "staff"}
 _STAFF_KEYS = {"consortium", "institution", "code", "name", "roles", "department", "wecom_userid",
                "telegram_user_id", "phone", "active"}
 
@@ -437,6 +441,7 @@ def _parse_yaml(text: str, report: ImportReport) -> _Parsed | None:
                 is_lead=_bool(item.get("is_lead"), "is_lead"),
                 parent=_text(item.get("parent"), "上级机构（parent）"),
                 departments=_departments(item.get("departments")),
+                receives_referrals=_bool(item.get("receives_referrals"), "receives_referrals"),
             )
         except _Bad as bad:
             report.error(item.line, str(bad))
@@ -506,6 +511,7 @@ _CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "city": ("city", "城市"),
     "parent": ("parent", "上级机构", "牵头医院名称"),
     "departments": ("departments", "机构科室"),
+    "receives_referrals": ("receives_referrals", "接收转诊"),
     "active": ("active", "启用", "是否启用"),
 }
 _CSV_REQUIRED = ("consortium", "institution", "staff_code", "name", "roles")
@@ -593,6 +599,7 @@ def _parse_csv(text: str, report: ImportReport) -> _Parsed | None:
                 is_lead=_bool(cell("is_lead"), "is_lead"),
                 parent=_text(cell("parent"), "上级机构（parent）"),
                 departments=_departments(cell("departments")),
+                receives_referrals=_bool(cell("receives_referrals"), "receives_referrals"),
             ))
             parsed.staff.append(_StaffRec(
                 line=line, consortium=consortium, institution=institution,
@@ -683,7 +690,8 @@ def _validate(session: Session, parsed: _Parsed, report: ImportReport) -> _Plan:
         if first is None:
             institutions[key] = rec
         elif parsed.repeats_allowed:
-            _merge(first, rec, ("level", "is_lead", "parent", "departments"), f"机构“{rec.name}”", report)
+            _merge(first, rec, ("level", "is_lead", "parent", "departments", "receives_referrals"), f"机构“{rec.name}”",
+                   report)
         else:
             report.error(rec.line, f"机构“{rec.name}”在医联体 {rec.consortium} 中重复（第 {first.line} 行已定义）")
     for key, rec in institutions.items():
@@ -834,6 +842,8 @@ def _apply(session: Session, plan: _Plan, report: ImportReport, actor: str, *, c
             values["is_lead"] = rec.is_lead
         if rec.departments is not None:
             values["departments"] = rec.departments
+        if rec.receives_referrals is not None:
+            values["receives_referrals"] = rec.receives_referrals
         if row is None:
             values.setdefault("is_lead", False)
             values.setdefault("departments", [])

@@ -275,3 +275,27 @@ def test_dry_run_validates_without_writing(session):
     report = import_directory(session, SAMPLE, dry_run=True)
     assert report.ok and report.dry_run and counts(session) == (0, 0, 0)
     assert "校验通过" in report.summary_zh()
+
+
+def test_an_admin_marks_who_receives_referrals(session):
+    from handlers.referral.rules import load_rules, receives
+
+    assert import_directory(session, SAMPLE).ok
+    cdc = session.scalar(select(Institution).where(Institution.name == "松原市疾病预防控制中心"))
+    assert cdc.receives_referrals is None and not receives(cdc, load_rules())  # by kind: not clinical
+    override = """
+consortia:
+  - code: songyuan
+    name: 松原吉林油田医院城市医疗集团
+    institutions:
+      - {name: 松原市疾病预防控制中心, receives_referrals: true}
+      - {name: 哈达山卫生院, receives_referrals: 否}
+"""
+    report = import_directory_data(session, override, fmt="yaml", source="mark.yaml")
+    assert report.ok, report.errors
+    session.refresh(cdc)
+    hadashan = session.scalar(select(Institution).where(Institution.name == "哈达山卫生院"))
+    assert cdc.receives_referrals is True and receives(cdc, load_rules())
+    assert hadashan.receives_referrals is False and not receives(hadashan, load_rules())
+    bad = import_directory_data(session, override.replace("true", "maybe"), fmt="yaml", source="bad.yaml")
+    assert not bad.ok and "receives_referrals" in bad.errors[0].message
