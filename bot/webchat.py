@@ -223,6 +223,41 @@ async def upload(request: web.Request) -> web.Response:
     return _json({"replies": [reply_json(r) for r in replies]})
 
 
+def _inbox_items(ctx: AppContext, staff_code: str, mark_read: bool) -> list[dict[str, Any]]:
+    from storage import referrals as store
+    from storage import repositories as repo
+
+    with ctx.sessions.begin() as session:
+        staff = repo.get_staff_by_code(session, staff_code)
+        if staff is None:
+            return []
+        items = store.inbox(session, staff.id)
+        if mark_read:
+            store.mark_read(session, staff.id)
+    return [{"id": i.id, "kind": i.kind, "text": i.text, "choices": [{"label": c[0], "value": c[1]} for c in i.choices],
+             "channels": i.channels, "created_at": i.created_at.isoformat(), "read": i.read} for i in items]
+
+
+async def inbox(request: web.Request) -> web.Response:
+    """The signed-in staff member's notifications (the web inbox); the session decides whose."""
+    user = await require_session(request)
+    if isinstance(user, web.Response):
+        return user
+    if user.staff_code is None:
+        return _json({"items": []})
+    items = await asyncio.to_thread(_inbox_items, request.app[WEB_CTX_KEY], user.staff_code, False)
+    return _json({"items": items, "unread": sum(not i["read"] for i in items)})
+
+
+async def inbox_read(request: web.Request) -> web.Response:
+    user = await require_session(request)  # POST: CSRF-checked
+    if isinstance(user, web.Response):
+        return user
+    if user.staff_code is not None:
+        await asyncio.to_thread(_inbox_items, request.app[WEB_CTX_KEY], user.staff_code, True)
+    return _json({"ok": True})
+
+
 def setup_webchat(app: web.Application, ctx: AppContext, engine: ConversationEngine) -> None:
     app[WEB_CTX_KEY] = ctx
     app[WEB_ENGINE_KEY] = engine
@@ -232,6 +267,8 @@ def setup_webchat(app: web.Application, ctx: AppContext, engine: ConversationEng
     app.router.add_get("/api/identities", identities)
     app.router.add_post("/api/chat", chat)
     app.router.add_post("/api/upload", upload)
+    app.router.add_get("/api/inbox", inbox)
+    app.router.add_post("/api/inbox/read", inbox_read)
 
 
 __all__ = ["list_identities", "reply_json", "setup_webchat"]

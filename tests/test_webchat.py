@@ -501,3 +501,33 @@ def test_ended_sign_in_state_is_swept(engine_ctx):
     with engine_ctx.sessions() as session:
         assert session.query(LoginToken).count() == 0
         assert [s.id for s in session.query(WebSession)] == [live.session_id]
+
+
+async def test_the_web_inbox_shows_only_the_signed_in_staff_members_notifications(demo_client):
+    from handlers.messages import Choice, Outgoing, Reply
+    from handlers.notifications import notify
+    from storage import repositories as repo
+
+    browser = Browser(demo_client)
+    anonymous = await browser.request("GET", "/api/inbox")
+    assert anonymous.status == 401
+    await browser.demo_login("liaison_ma_zd")
+    from bot.webchat import WEB_CTX_KEY
+
+    ctx = demo_client.app[WEB_CTX_KEY]
+    with ctx.sessions.begin() as s:
+        mine = repo.get_staff_by_code(s, "liaison_ma_zd")
+        other = repo.get_staff_by_code(s, "dr_liu_zd")
+        notify(s, None, [Outgoing(mine.id, Reply("【新的转诊申请】ZD-2026-000001", choices=(Choice("接收", "r:accept:1"),)),
+                                  dedupe_key="web-1"),
+                         Outgoing(other.id, Reply("not yours"), dedupe_key="web-2")])
+    res = await browser.request("GET", "/api/inbox")
+    data = await res.json()
+    assert res.status == 200 and data["unread"] == 1
+    assert [i["text"] for i in data["items"]] == ["【新的转诊申请】ZD-2026-000001"]
+    assert data["items"][0]["choices"] == [{"label": "接收", "value": "r:accept:1"}]
+    refused = await browser.request("POST", "/api/inbox/read")  # no CSRF token
+    assert refused.status == 403
+    ok = await browser.request("POST", "/api/inbox/read", headers={"X-CSRF-Token": browser.csrf})
+    assert ok.status == 200
+    assert (await (await browser.request("GET", "/api/inbox")).json())["unread"] == 0
