@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -173,20 +174,25 @@ def sweep_expired(ctx: AppContext) -> dict[str, int]:
                 "dialogs": repo.purge_expired_dialogs(session, now=utcnow() - timedelta(days=1))}
 
 
-async def _start_sweeper(app: web.Application) -> None:
-    ctx = app[CTX_KEY]
+def _every(key: web.AppKey[asyncio.Task], interval_s: Callable[[AppContext], float],
+           work: Callable[[AppContext], Any], done: Callable[[Any], None], what: str):
+    """An ``on_startup`` hook running ``work(ctx)`` in a thread now and then every
+    ``interval_s(ctx)`` seconds; ``done`` logs a result; a failure is logged and retried."""
 
-    async def loop() -> None:
-        while True:
-            try:
-                deleted = await asyncio.to_thread(sweep_expired, ctx)
-                if any(deleted.values()):
-                    log.info("expired sign-in state and dialogs deleted", extra=deleted)
-            except Exception:
-                log.exception("sweep of expired rows failed; retried in an hour")
-            await asyncio.sleep(SWEEP_INTERVAL_S)
+    async def start(app: web.Application) -> None:
+        ctx = app[CTX_KEY]
 
-    app[_SWEEP_KEY] = asyncio.get_running_loop().create_task(loop())
+        async def loop() -> None:
+            while True:
+                try:
+                    done(await asyncio.to_thread(work, ctx))
+                except Exception:
+                    log.exception("%s failed; retried at the next interval", what)
+                await asyncio.sleep(interval_s(ctx))
+
+        app[key] = asyncio.get_running_loop().create_task(loop())
+
+    return start
 
 
 async def _stop_sweeper(app: web.Application) -> None:
@@ -213,20 +219,20 @@ def escalate_referrals(ctx: AppContext) -> int:
         return escalate_due(session, ctx.router, now=utcnow(), rules=rules)
 
 
-async def _start_escalation(app: web.Application) -> None:
-    ctx = app[CTX_KEY]
+def _log_deleted(deleted: dict[str, int]) -> None:
+    if any(deleted.values()):
+        log.info("expired sign-in state and dialogs deleted", extra=deleted)
 
-    async def loop() -> None:
-        while True:
-            try:
-                count = await asyncio.to_thread(escalate_referrals, ctx)
-                if count:
-                    log.info("unanswered referrals escalated", extra={"count": count})
-            except Exception:
-                log.exception("referral escalation failed; retried at the next interval")
-            await asyncio.sleep(ctx.settings.referral_escalation_interval_s)
 
-    app[_ESCALATE_KEY] = asyncio.get_running_loop().create_task(loop())
+def _log_escalated(count: int) -> None:
+    if count:
+        log.info("unanswered referrals escalated", extra={"count": count})
+
+
+_start_sweeper = _every(_SWEEP_KEY, lambda _ctx: SWEEP_INTERVAL_S, sweep_expired, _log_deleted,
+                        "sweep of expired rows")
+_start_escalation = _every(_ESCALATE_KEY, lambda ctx: ctx.settings.referral_escalation_interval_s,
+                           escalate_referrals, _log_escalated, "referral escalation")
 
 
 async def _start_warm_up(app: web.Application) -> None:

@@ -87,3 +87,9 @@ def test_a_submitted_referral_notifies_the_receiving_liaison_over_wecom(channel_
     assert "已接收" in liaison.text and liaison.last[0].settle == "已接收"
     to_sender = [r for r in _outbox(channel_ctx) if r[1] == "liuqingyuan" and r[3].startswith("notice:")]
     assert len(to_sender) == 1 and "已接收" in str(to_sender[0][2])
+
+
+def test_the_server_escalation_job_runs_on_a_context(channel_ctx):
+    from bot.server import escalate_referrals
+
+    assert escalate_referrals(channel_ctx) == 0  # nothing is overdue; the job itself works
