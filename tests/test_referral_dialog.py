@@ -243,3 +243,14 @@ def test_escalation_tells_the_receiving_admin_once(chat, engine_ctx, clock):
         assert escalate_due(s, None, now=clock.now + timedelta(hours=26), rules=load_rules()) == 0
         escalated = [n for n in s.scalars(select(Notification)) if n.kind == "referral.escalated"]
         assert len(escalated) == 1 and "超时" in escalated[0].text
+
+
+def test_a_reason_in_own_words_that_contains_an_option_is_kept_whole(chat, engine_ctx):
+    _walk_to_summary(chat("cli", "dr_liu_zd")).press("提交")
+    liaison = chat("cli", "liaison_ma_zd")
+    liaison.say("待处理转诊")
+    liaison.press("ZD-")
+    liaison.press("拒绝")
+    liaison.say("床位已满，建议转市中心医院")
+    with engine_ctx.sessions() as s:
+        assert s.scalars(select(Referral.reject_reason)).one() == "床位已满，建议转市中心医院"

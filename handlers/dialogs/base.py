@@ -240,7 +240,7 @@ class OpenChoiceStep(ChoiceStep):
 
     def parse(self, turn: Turn, data: dict[str, Any]) -> Option:
         try:
-            return super().parse(turn, data)
+            picked = super().parse(turn, data)
         except Reask:
             answer = turn.answer
             if turn.choice is not None or len(answer) < self.min_chars:
@@ -249,6 +249,15 @@ class OpenChoiceStep(ChoiceStep):
                 raise Reask(turn.t(f"内容太长了，请控制在 {self.max_chars} 字以内。",
                                    f"That is too long; please keep it under {self.max_chars} characters."))
             return Option(f"text:{answer}", answer)
+        # "床位已满，建议转市中心医院" contains the option "床位已满" but says more: keep the words
+        wanted = _norm(turn.answer)
+        if turn.choice is None and not turn.answer.isdigit() and wanted and \
+                all(wanted not in _norm(n) for n in (picked.label, *picked.aliases, picked.value)):
+            if len(turn.answer) > self.max_chars:
+                raise Reask(turn.t(f"内容太长了，请控制在 {self.max_chars} 字以内。",
+                                   f"That is too long; please keep it under {self.max_chars} characters."))
+            return Option(f"text:{turn.answer}", turn.answer)
+        return picked
 
 
 @dataclass
