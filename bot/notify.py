@@ -13,6 +13,7 @@ waits for a sender that does not exist.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -24,6 +25,18 @@ from storage.models import Staff
 
 log = logging.getLogger(__name__)
 
+#: Outbox dedupe keys hold 200 characters; room is left for ``:<channel>:<part>``.
+_MAX_KEY_PREFIX = 180
+
+
+def key_prefix(dedupe_key: str, channel: str) -> str:
+    """``notice:<key>:<channel>`` (the outbox adds ``:<part>``); a key too long for the outbox
+    column is replaced by its digest, which is just as unique."""
+    prefix = f"notice:{dedupe_key}:{channel}"
+    if len(prefix) <= _MAX_KEY_PREFIX:
+        return prefix
+    return f"notice:h{hashlib.sha256(dedupe_key.encode('utf-8')).hexdigest()}:{channel}"
+
 
 class ChannelNotifier:
     def __init__(self, settings: Any) -> None:
@@ -32,7 +45,8 @@ class ChannelNotifier:
     def addresses(self, staff: Staff) -> list[tuple[str, str]]:
         """``(channel, recipient)`` pairs that reach ``staff``, the last-used channel first."""
         found: list[tuple[str, str]] = []
-        if self.settings.wecom_enabled and staff.wecom_userid:
+        # WeCom needs its agent id as well: without it the channel does not run (``setup_wecom``)
+        if self.settings.wecom_enabled and self.settings.wecom_agent_id is not None and staff.wecom_userid:
             found.append(("wecom", staff.wecom_userid))
         if self.settings.telegram_enabled and staff.telegram_user_id:
             found.append(("telegram", str(staff.telegram_user_id)))
@@ -51,10 +65,10 @@ class ChannelNotifier:
     def route(self, session: Session, staff: Staff, item: Outgoing, dedupe_key: str) -> list[str]:
         used: list[str] = []
         for channel, recipient in self.addresses(staff):
-            enqueue_many(session, channel, recipient, self.payloads(channel, item), f"notice:{dedupe_key}:{channel}")
+            enqueue_many(session, channel, recipient, self.payloads(channel, item), key_prefix(dedupe_key, channel))
             used.append(channel)
         log.info("notification queued", extra={"kind": item.kind, "staff": staff.code, "channels": used})
         return used
 
 
-__all__ = ["ChannelNotifier"]
+__all__ = ["ChannelNotifier", "key_prefix"]

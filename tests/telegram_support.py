@@ -13,6 +13,8 @@ with form-encoded (or multipart, or JSON) parameters, answers are ``{"ok": true,
 * ``sendMessage`` / ``sendDocument``: checked against the real limits (4096 characters,
   callback_data 1–64 bytes) and recorded; ``fail_next("429", retry_after=1)`` makes the next call
   answer HTTP 429 with ``retry_after`` (nothing delivered);
+* ``editMessageReplyMarkup`` (a keyboard removed; removing it twice is refused "message is not
+  modified", as Telegram does);
 * ``answerCallbackQuery``, ``getFile`` (with the 20 MB limit) and the file download path
   ``/file/bot{token}/{file_path}``.
 """
@@ -66,6 +68,8 @@ class FakeTelegram:
     answered: list[str] = field(default_factory=list)
     #: (chat id, message id) of every keyboard removed with editMessageReplyMarkup.
     edited: list[tuple[int, int]] = field(default_factory=list)
+    #: Keyboards asked to be removed again (answered 400 "message is not modified").
+    edit_refused: list[tuple[int, int]] = field(default_factory=list)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     #: File ids whose getFile reports a size (without having the bytes).
@@ -268,11 +272,16 @@ class FakeTelegram:
         return self.ok(message)
 
     async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> web.Response:
-        """Records ``(chat_id, message_id)`` of each keyboard removed (``edited``)."""
+        """Records ``(chat_id, message_id)`` of each keyboard removed (``edited``). Removing it
+        again is refused as Telegram does ("message is not modified", ``edit_refused``)."""
         chat_id = int(self._json(params.get("chat_id")))
         message_id = int(self._json(params.get("message_id")))
-        self.edited.append((chat_id, message_id))
         self._changed.set()
+        if (chat_id, message_id) in self.edited and not self._json(params.get("reply_markup")):
+            self.edit_refused.append((chat_id, message_id))
+            return self.error(400, "Bad Request: message is not modified: specified new message content and reply "
+                                   "markup are exactly the same as a current content and reply markup of the message")
+        self.edited.append((chat_id, message_id))
         return self.ok(self._message(chat_id, text="(edited)") | {"message_id": message_id})
 
     async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:

@@ -1,10 +1,11 @@
 """Test doubles for the WeCom channel: a fake WeCom API server and a fake WeCom callback sender.
 
 ``FakeWeCom`` is an aiohttp server on 127.0.0.1 (random port) speaking the few API calls the
-channel uses — ``gettoken``, ``message/send``, ``media/get``, ``media/upload`` — and recording
-them. It can be told to fail ``message/send`` in the ways WeCom does: HTTP 500, errcode 45009
-(rate limited), an expired token (42001), or "delivered, but the answer was lost" (the message is
-recorded as delivered and a 500 is returned). Like WeCom, it drops a message sent with
+channel uses — ``gettoken``, ``message/send``, ``message/update_template_card`` (a response code
+works once), ``media/get``, ``media/upload``, ``auth/getuserinfo`` — and recording them. It can
+be told to fail ``message/send`` (and ``update_template_card``) in the ways WeCom does: HTTP 500,
+errcode 45009 (rate limited), an expired token (42001), or "delivered, but the answer was lost"
+(the message is recorded as delivered and a 500 is returned). Like WeCom, it drops a message sent with
 ``enable_duplicate_check`` when the same content reached the same user within the interval.
 
 ``WeComSender`` builds callbacks exactly as WeCom does: the message XML is AES-encrypted with
@@ -101,8 +102,17 @@ class FakeWeCom:
     send_calls: list[dict[str, Any]] = field(default_factory=list)
     media_calls: list[str] = field(default_factory=list)
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
-    #: Bodies of message/update_template_card calls (a clicked card's buttons replaced).
+    #: Bodies of accepted message/update_template_card calls (a clicked card's buttons replaced).
     card_updates: list[dict[str, Any]] = field(default_factory=list)
+    #: Every update_template_card call, and those refused because their response code was used.
+    card_update_calls: list[dict[str, Any]] = field(default_factory=list)
+    card_update_refusals: list[dict[str, Any]] = field(default_factory=list)
+    #: What a used (or expired) response code is answered with. The errcode WeCom really uses is
+    #: not pinned down here, so the fake deliberately answers one outside ``PERMANENT_ERRCODES``:
+    #: the transport must treat any refusal but "busy / rate limited" as final.
+    used_code_errcode: int = 40099
+    #: Behaviours for the next update_template_card calls: "45009" (rate limited), "500".
+    card_update_failures: list[str] = field(default_factory=list)
     token_fetches: int = 0
     valid_tokens: set[str] = field(default_factory=set)
     #: Web-authorisation codes the fake WeCom would hand a browser: code -> userid (each works once).
@@ -112,6 +122,7 @@ class FakeWeCom:
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
+        self._used_codes: set[str] = set()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -168,14 +179,29 @@ class FakeWeCom:
         return None
 
     async def _update_card(self, request: web.Request) -> web.Response:
+        """``message/update_template_card``: a response code works once (as WeCom's do); a used
+        one is refused with ``used_code_errcode`` and recorded in ``card_update_refusals``."""
         refused = self._token_ok(request)
         if refused is not None:
             return refused
         body = await request.json()
-        if not body.get("response_code") or not body.get("userids"):
-            return web.json_response({"errcode": 40058, "errmsg": "invalid parameter"})
-        self.card_updates.append(body)
+        self.card_update_calls.append(body)
         self._changed.set()
+        behaviour = self.card_update_failures.pop(0) if self.card_update_failures else None
+        if behaviour == "45009":
+            return web.json_response({"errcode": 45009, "errmsg": "api freq out of limit"})
+        if behaviour == "500":
+            return web.Response(status=500, text="Internal Server Error")
+        code = body.get("response_code")
+        if not code or not body.get("userids") or body.get("agentid") != AGENT_ID \
+                or not (body.get("button") or {}).get("replace_name"):
+            return web.json_response({"errcode": 40058, "errmsg": "invalid parameter"})
+        if code in self._used_codes:
+            self.card_update_refusals.append(body)
+            return web.json_response({"errcode": self.used_code_errcode,
+                                      "errmsg": "response_code has been used or expired"})
+        self._used_codes.add(code)
+        self.card_updates.append(body)
         return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": []})
 
     async def _getuserinfo(self, request: web.Request) -> web.Response:
@@ -283,9 +309,11 @@ def text_xml(user: str, content: str, msg_id: int) -> str:
     return message_xml(user, "text", msg_id=msg_id, Content=content)
 
 
-def card_click_xml(user: str, key: str, task_id: str, create_time: int | None = None) -> str:
+def card_click_xml(user: str, key: str, task_id: str, create_time: int | None = None, *,
+                   response_code: str | None = None) -> str:
     return message_xml(user, "event", create_time=create_time, Event="template_card_event", EventKey=key,
-                       TaskId=task_id, CardType="button_interaction", ResponseCode="RC" + uuid.uuid4().hex[:8])
+                       TaskId=task_id, CardType="button_interaction",
+                       ResponseCode=response_code or "RC" + uuid.uuid4().hex[:8])
 
 
 _ids = iter(range(7_000_000_000_000_000_000, 8_000_000_000_000_000_000))

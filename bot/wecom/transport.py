@@ -1,4 +1,6 @@
-"""The outbox transport for WeCom: one outbox row → one ``message/send`` call.
+"""The outbox transport for WeCom: one outbox row → one ``message/send`` call (or, for a row
+``{"msgtype": "update_template_card", "response_code", "button": {"replace_name"}}`` queued when a
+clicked notification was settled, one ``message/update_template_card`` call).
 
 Retries (``OutboxItem.attempts > 1``) carry ``enable_duplicate_check`` so that WeCom drops a copy
 of a message whose first attempt did reach it (an answer lost on the way back, a worker that died
@@ -58,16 +60,22 @@ class WeComTransport:
         return None
 
     async def _update_card(self, item: OutboxItem) -> str | None:
-        """Replace the buttons of a clicked card (``message/update_template_card``). A response
-        code works once and for 72 hours: when WeCom refuses it, the card just stays as it was."""
+        """Replace the buttons of a clicked card (``message/update_template_card``).
+
+        A response code works once and for 72 hours. When WeCom refuses the call with any errcode
+        other than "busy / rate limited" (token errors are already retried inside the client), the
+        code is used up or expired, or the card is gone: repeating cannot help, so the refusal is
+        logged and the row closed with a note — the card simply keeps its buttons (pressing one
+        again is answered with who handled it). Network and HTTP failures are retried as usual."""
         body = {"userids": [item.recipient], "agentid": self.agent_id,
                 "response_code": item.payload.get("response_code"), "button": item.payload.get("button")}
         try:
             await self.api.update_template_card(body)
         except WeComAPIError as exc:
-            if exc.retryable:
-                raise DeliveryError(str(exc), retryable=True) from None
-            log.info("wecom card of row %s not updated: %s", item.id, exc)
+            if exc.rate_limited or exc.token_problem:  # WeCom busy, or still no valid token: later
+                pause = self.rate_limit_pause_s if exc.rate_limited else None
+                raise DeliveryError(str(exc), retryable=True, retry_after_s=pause) from None
+            log.warning("wecom card of outbox row %s not updated (permanent): %s", item.id, exc)
             return f"card not updated: {exc}"
         except WeComError as exc:
             raise DeliveryError(str(exc), retryable=exc.retryable) from None
