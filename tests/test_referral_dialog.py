@@ -254,3 +254,21 @@ def test_a_reason_in_own_words_that_contains_an_option_is_kept_whole(chat, engin
     liaison.say("床位已满，建议转市中心医院")
     with engine_ctx.sessions() as s:
         assert s.scalars(select(Referral.reject_reason)).one() == "床位已满，建议转市中心医院"
+
+
+def test_identifiers_typed_into_free_text_are_masked_in_every_view(chat, engine_ctx):
+    doc = chat("cli", "dr_liu_zd")
+    for text in ("转诊", "上转", "普通", "李四", "男", "60", "跳过", "跳过", "肺结节",
+                 f"家属电话13900001111，身份证{VALID_ID}", "需上级医院"):
+        doc.say(text)
+    doc.press("张店区人民医院")
+    doc.press("不指定")
+    doc.press("完成")
+    doc.press("提交")
+    with engine_ctx.sessions() as s:
+        number = s.scalars(select(Referral.number)).one()
+        notices = "\n".join(n.text for n in s.scalars(select(Notification)))
+    doc.say(number)
+    assert "139****1111" in doc.text
+    for shown in (doc.text, notices):
+        assert "13900001111" not in shown and VALID_ID not in shown

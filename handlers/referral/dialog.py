@@ -489,7 +489,7 @@ class ReferralDialog(Dialog):
         lines.append(turn.t("请核对转诊信息：", "Please check the referral:"))
         age = data.get("age") or {}
         age_text = turn.t(f"{age.get('age')}岁", f"{age.get('age')} y") + (f"（{age['birth']}）" if age.get("birth") else "")
-        from storage.privacy import mask_id_number, mask_phone
+        from storage.privacy import mask_id_number, mask_phone, scrub_text
 
         rows = [
             (turn.t("方向", "Direction"), data.get("direction_label", "")),
@@ -498,8 +498,8 @@ class ReferralDialog(Dialog):
             (turn.t("患者", "Patient"), f"{data.get('name', '')}，{data.get('sex', '')}，{age_text}"),
             (turn.t("身份证号", "ID number"), mask_id_number(data["id_number"]) if data.get("id_number") else turn.t("未填", "—")),
             (turn.t("联系电话", "Phone"), mask_phone(data["phone"]) if data.get("phone") else turn.t("未填", "—")),
-            (turn.t("初步诊断", "Diagnosis"), data.get("diagnosis", "")),
-            (turn.t("病史及诊治经过", "History"), data.get("history", "")),
+            (turn.t("初步诊断", "Diagnosis"), scrub_text(data.get("diagnosis", ""))),
+            (turn.t("病史及诊治经过", "History"), scrub_text(data.get("history", ""))),
             (turn.t("转诊理由", "Reason"), data.get("reason_label", "")),
             (turn.t("转出", "From"), f"{staff.institution.name}（{staff.name}）"),
             (turn.t("接收", "To"), (receiver.name if receiver else "") +

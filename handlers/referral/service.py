@@ -28,7 +28,7 @@ from handlers.texts import tr
 from storage import referrals as store
 from storage import repositories as repo
 from storage.models import Institution, Referral, Staff
-from storage.privacy import mask_id_number, mask_phone
+from storage.privacy import mask_id_number, mask_phone, scrub_text
 
 ACTION_PREFIX = "r:"
 
@@ -66,7 +66,7 @@ def patient_line(r: Referral, english: bool = False, *, full_name: bool = False)
 
 
 def reason_text(r: Referral) -> str:
-    return r.reason
+    return scrub_text(r.reason)
 
 
 def summary(r: Referral, english: bool = False, *, full_name: bool = False) -> list[str]:
@@ -82,7 +82,7 @@ def summary(r: Referral, english: bool = False, *, full_name: bool = False) -> l
           + f"（{r.sender.name}）", f"From: {r.from_institution.name} ({r.sender.name})"),
         t(f"接收：{to}", f"To: {to}"),
         t(f"患者：{patient_line(r, False, full_name=full_name)}", f"Patient: {patient_line(r, True, full_name=full_name)}"),
-        t(f"初步诊断：{r.diagnosis}", f"Preliminary diagnosis: {r.diagnosis}"),
+        t(f"初步诊断：{scrub_text(r.diagnosis)}", f"Preliminary diagnosis: {scrub_text(r.diagnosis)}"),
         t(f"转诊理由：{reason_text(r)}", f"Reason: {reason_text(r)}"),
         t(f"紧急程度：{urgency}", f"Urgency: {urgency}"),
     ]
@@ -99,11 +99,13 @@ def detail(r: Referral, english: bool = False) -> list[str]:
         lines.append(t(f"身份证号：{mask_id_number(r.patient_id_number)}", f"ID number: {mask_id_number(r.patient_id_number)}"))
     if r.patient_phone:
         lines.append(t(f"联系电话：{mask_phone(r.patient_phone)}", f"Phone: {mask_phone(r.patient_phone)}"))
-    lines.append(t(f"病史及诊治经过：{r.history}", f"History and treatment: {r.history}"))
+    history = scrub_text(r.history)  # an ID number or phone typed into free text is masked too
+    lines.append(t(f"病史及诊治经过：{history}", f"History and treatment: {history}"))
     if r.attachments:
         lines.append(t("附件：", "Attachments: ") + "、".join(a.file_name for a in r.attachments))
     if r.reject_reason:
-        lines.append(t(f"拒绝理由：{r.reject_reason}", f"Reason for rejection: {r.reject_reason}"))
+        reason = scrub_text(r.reject_reason)
+        lines.append(t(f"拒绝理由：{reason}", f"Reason for rejection: {reason}"))
     lines.append(t("进度：", "Timeline:"))
     for e in r.events:
         when = e.at.astimezone().strftime("%m-%d %H:%M")
