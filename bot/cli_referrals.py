@@ -4,22 +4,25 @@
     yilian referrals show NUMBER [--json]
     yilian referrals export (--fhir | --csv) [--since YYYY-MM-DD] [--output FILE]
 
-The JSON fields are an interface (``handlers.referral.export``). Patients' names are masked in
-lists and exports; ID numbers and phones everywhere; every ``show`` is audited as
-``referral.view`` by ``cli``.
+The JSON fields are an interface (``handlers.referral.export``); the FHIR Bundle is
+``handlers.referral.fhir``. Patients' names are masked in lists and exports; ID numbers and phones
+everywhere (the FHIR export leaves them out); every ``show`` is audited as ``referral.view`` and
+every export as ``referral.export``, by ``cli``. ``--since`` is a date in Beijing time: referrals
+created on or after its midnight (UTC+8).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from handlers.referral import export
-from handlers.referral.rules import STATUS_LABELS
+from handlers.referral import fhir as fhir_export
+from handlers.referral.rules import DIRECTION_LABELS, STATUS_LABELS, URGENCY_LABELS
 from storage import referrals as store
 from storage import repositories as repo
 
@@ -36,10 +39,13 @@ def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)
+        day = date.fromisoformat(value.strip())
+        if len(value.strip()) != 10:
+            raise ValueError(value)
     except ValueError:
         typer.echo(f"--since 需要日期 YYYY-MM-DD（例如 2026-01-31），收到：{value}", err=True)
         raise typer.Exit(2) from None
+    return datetime.combine(day, datetime.min.time(), tzinfo=export.CHINA_TZ)
 
 
 @referrals_app.command("list")
@@ -58,9 +64,13 @@ def list_cmd(status: Optional[str] = typer.Option(None, "--status", help="draft,
     if not rows:
         typer.echo("没有转诊记录。")
         return
+    typer.echo("单号  状态  方向  转出机构 → 接收机构  紧急程度  患者  登记时间（北京时间）")
     for r in rows:
-        typer.echo(f"{r['number']}  {STATUS_LABELS[r['status']][0]:<5}  {'上转' if r['direction'] == 'up' else '下转'}  "
-                   f"{r['from_institution']} → {r['to_institution']}  {r['urgency']}  {r['patient']}  {r['created_at']}")
+        created = datetime.fromisoformat(r["created_at"]).astimezone(export.CHINA_TZ).strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{r['number']}  {STATUS_LABELS[r['status']][0]}  {DIRECTION_LABELS[r['direction']][0]}  "
+                   f"{r['from_institution']} → {r['to_institution']}  {URGENCY_LABELS[r['urgency']][0]}"
+                   f"{'（绿色通道）' if r['green_channel'] else ''}  {r['patient']}  {created}")
+    typer.echo(f"共 {len(rows)} 条")
 
 
 @referrals_app.command("show")
@@ -91,7 +101,7 @@ def show_cmd(number: str, as_json: bool = typer.Option(False, "--json")) -> None
 @referrals_app.command("export")
 def export_cmd(fhir: bool = typer.Option(False, "--fhir", help="FHIR R4 Bundle (JSON)"),
                csv_: bool = typer.Option(False, "--csv", help="CSV for the medical affairs office"),
-               since: Optional[str] = typer.Option(None, "--since", help="YYYY-MM-DD: created on or after"),
+               since: Optional[str] = typer.Option(None, "--since", help="YYYY-MM-DD (Beijing time): created on or after"),
                output: Optional[Path] = typer.Option(None, "--output", "-o", help="file (default: standard output)"),
                ) -> None:
     if fhir == csv_:
@@ -101,13 +111,13 @@ def export_cmd(fhir: bool = typer.Option(False, "--fhir", help="FHIR R4 Bundle (
     ctx = _context()
     with ctx.sessions.begin() as session:
         rows = list(reversed(store.list_referrals(session, since=start)))
-        text = export.to_csv(rows) if csv_ else json.dumps(export.fhir_bundle(rows), ensure_ascii=False, indent=2)
+        text = export.to_csv(rows) if csv_ else json.dumps(fhir_export.bundle(rows), ensure_ascii=False, indent=2)
         repo.record(session, "cli", "referral.export", details={"format": "csv" if csv_ else "fhir",
                                                                 "count": len(rows), "since": since})
     if output is None:
         typer.echo(text, nl=not csv_)
     else:
-        output.write_text(text, encoding="utf-8")
+        output.write_text(text, encoding="utf-8", newline="")
         typer.echo(f"已导出 {len(rows)} 条转诊到 {output}", err=True)
 
 

@@ -1,34 +1,39 @@
-"""Referral records as plain data: the JSON the CLI prints, CSV rows for the medical affairs
-office, and a FHIR R4 ``Bundle`` (``ServiceRequest`` + ``Task`` + ``Patient`` per referral).
+"""Referral records as plain data: the JSON ``yilian referrals list/show --json`` prints, and the
+CSV for the medical affairs office. (The FHIR R4 Bundle is ``handlers.referral.fhir``.)
 
-Pure functions of ``Referral`` rows. Identifiers leave the system masked only: the patient's name
-is masked in lists, CSV and FHIR (the full record is seen in chat by those allowed, audited), the
-ID number and phone are masked everywhere.
+Pure functions of ``Referral`` rows. The JSON field names are an interface that outside tools
+read: ``as_json`` has at least ``number``, ``status``, ``direction``, ``from_institution``,
+``to_institution``, ``urgency``, ``created_at`` (ISO 8601, UTC) and ``patient``; ``as_detail_json``
+adds the clinical fields, the attachments and the ``timeline``. Never remove or rename one.
+
+Privacy: the patient's name is masked (``rules.mask_name``) in lists, details and CSV; the ID
+number and phone only ever leave masked (``storage.privacy``); free text (diagnosis, history,
+reason, notes) is passed through ``scrub_text`` so that a number typed into it leaves masked too.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from handlers.referral.rules import mask_name
+from handlers.referral.fhir import bundle as fhir_bundle
+from handlers.referral.rules import DIRECTION_LABELS, STATUS_LABELS, URGENCY_LABELS, mask_name
 from storage.models import Referral
-from storage.privacy import mask_id_number, mask_phone
+from storage.privacy import mask_id_number, mask_phone, scrub_text
 
-_NS = uuid.UUID("6f1c2a8e-3b1d-4c55-9a57-1f0d6f4a9e21")
-
-FHIR_SR_STATUS = {"draft": "draft", "submitted": "active", "accepted": "active", "arrived": "active",
-                  "completed": "completed", "rejected": "revoked", "cancelled": "revoked"}
-FHIR_TASK_STATUS = {"draft": "draft", "submitted": "requested", "accepted": "accepted", "rejected": "rejected",
-                    "arrived": "in-progress", "completed": "completed", "cancelled": "cancelled"}
-FHIR_PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
+#: Times in the CSV are shown in Beijing time (the JSON keeps ISO 8601 UTC).
+CHINA_TZ = timezone(timedelta(hours=8), "北京时间")
 
 
-def _iso(value: Any) -> str | None:
+def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _scrub(text: str | None) -> str | None:
+    return scrub_text(text) if text else text
 
 
 def as_json(r: Referral) -> dict[str, Any]:
@@ -46,73 +51,72 @@ def as_detail_json(r: Referral) -> dict[str, Any]:
     """``yilian referrals show --json``: the list fields, the clinical ones and the timeline."""
     return {
         **as_json(r),
-        "patient_sex": r.patient_sex, "patient_age": r.patient_age,
+        "sender_department": r.sender_department,
+        "patient_sex": r.patient_sex, "patient_age": r.patient_age, "patient_birth_date": r.patient_birth_date,
         "patient_id_number": mask_id_number(r.patient_id_number), "patient_phone": mask_phone(r.patient_phone),
-        "diagnosis": r.diagnosis, "history": r.history, "reason": r.reason, "reason_code": r.reason_code,
-        "reject_reason": r.reject_reason,
-        "attachments": [{"file_name": a.file_name, "size": a.size} for a in r.attachments],
+        "patient_area": _scrub(r.patient_area),
+        "diagnosis": _scrub(r.diagnosis), "history": _scrub(r.history), "reason": _scrub(r.reason),
+        "reason_code": r.reason_code, "reject_reason": _scrub(r.reject_reason),
+        "attachments": [{"file_name": a.file_name, "size": a.size, "mime_type": a.mime_type} for a in r.attachments],
         "timeline": [{"at": _iso(e.at), "from_status": e.from_status, "to_status": e.to_status, "actor": e.actor,
-                      "channel": e.channel, "note": e.note} for e in r.events],
+                      "channel": e.channel, "note": _scrub(e.note)} for e in r.events],
     }
 
 
-CSV_COLUMNS = (("number", "转诊单号"), ("status", "状态"), ("direction", "方向"), ("from_institution", "转出机构"),
-               ("to_institution", "接收机构"), ("to_department", "接收科室"), ("urgency", "紧急程度"),
-               ("patient", "患者"), ("created_at", "登记时间"), ("submitted_at", "提交时间"))
+# ------------------------------------------------------------------------------------------------
+# CSV
+
+
+def _local(value: datetime | None) -> str:
+    return value.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") if value is not None else ""
+
+
+def _yes_no(value: bool | None) -> str:
+    return "是" if value else "否"
+
+
+#: (header, value of a referral): one row per referral, in this order.
+CSV_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("转诊单号", lambda r: r.number),
+    ("状态", lambda r: STATUS_LABELS[r.status][0]),
+    ("方向", lambda r: DIRECTION_LABELS[r.direction][0]),
+    ("转出机构", lambda r: r.from_institution.name),
+    ("转出科室", lambda r: r.sender_department),
+    ("转诊医生", lambda r: r.sender.name),
+    ("接收机构", lambda r: r.to_institution.name),
+    ("接收科室", lambda r: r.to_department),
+    ("紧急程度", lambda r: URGENCY_LABELS[r.urgency][0]),
+    ("绿色通道", lambda r: _yes_no(r.green_channel)),
+    ("患者", lambda r: mask_name(r.patient_name)),
+    ("性别", lambda r: r.patient_sex),
+    ("年龄", lambda r: r.patient_age),
+    ("身份证号（脱敏）", lambda r: mask_id_number(r.patient_id_number)),
+    ("联系电话（脱敏）", lambda r: mask_phone(r.patient_phone)),
+    ("初步诊断", lambda r: _scrub(r.diagnosis)),
+    ("转诊原因", lambda r: _scrub(r.reason)),
+    ("拒绝原因", lambda r: _scrub(r.reject_reason)),
+    ("登记时间（北京时间）", lambda r: _local(r.created_at)),
+    ("提交时间（北京时间）", lambda r: _local(r.submitted_at)),
+    ("最后更新（北京时间）", lambda r: _local(r.updated_at)),
+)
+CSV_HEADERS: tuple[str, ...] = tuple(h for h, _ in CSV_COLUMNS)
+
+
+def _cell(value: Any) -> str:
+    """Text of one cell; free text that a spreadsheet would run as a formula gets a leading '."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def to_csv(referrals: Iterable[Referral]) -> str:
-    """CSV with Chinese headers, UTF-8 with a BOM (Excel then shows Chinese correctly)."""
+    """CSV with Chinese headers and a BOM (Excel then reads it as UTF-8), CRLF line ends. Write it
+    with ``newline=""``."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([zh for _, zh in CSV_COLUMNS])
+    writer.writerow(CSV_HEADERS)
     for r in referrals:
-        row = as_json(r)
-        writer.writerow([row.get(key) or "" for key, _ in CSV_COLUMNS])
+        writer.writerow([_cell(get(r)) for _, get in CSV_COLUMNS])
     return "\ufeff" + out.getvalue()
 
 
-def _urn(kind: str, r: Referral) -> str:
-    return f"urn:uuid:{uuid.uuid5(_NS, f'{kind}:{r.number}')}"
-
-
-def fhir_entries(r: Referral) -> list[dict[str, Any]]:
-    patient_url, sr_url, task_url = _urn("Patient", r), _urn("ServiceRequest", r), _urn("Task", r)
-    patient: dict[str, Any] = {
-        "resourceType": "Patient", "id": patient_url.rsplit(":", 1)[1],
-        "name": [{"text": mask_name(r.patient_name)}],
-        "gender": {"男": "male", "女": "female"}.get(r.patient_sex, "unknown"),
-    }
-    if r.patient_birth_date:
-        patient["birthDate"] = r.patient_birth_date
-    receiver = {"display": r.to_institution.name + (f" {r.to_department}" if r.to_department else "")}
-    identifier = [{"system": "urn:yilian:referral", "value": r.number}]
-    service_request: dict[str, Any] = {
-        "resourceType": "ServiceRequest", "id": sr_url.rsplit(":", 1)[1], "identifier": identifier,
-        "status": FHIR_SR_STATUS[r.status], "intent": "order", "priority": FHIR_PRIORITY[r.urgency],
-        "code": {"text": "上转" if r.direction == "up" else "下转"},
-        "subject": {"reference": patient_url}, "authoredOn": _iso(r.created_at),
-        "requester": {"display": f"{r.sender.name}（{r.from_institution.name}）"},
-        "performer": [receiver],
-        "reasonCode": [{"text": r.reason}],
-        "note": [{"text": f"初步诊断：{r.diagnosis}"}, {"text": f"病史及诊治经过：{r.history}"}],
-    }
-    task: dict[str, Any] = {
-        "resourceType": "Task", "id": task_url.rsplit(":", 1)[1], "identifier": identifier,
-        "status": FHIR_TASK_STATUS[r.status], "businessStatus": {"text": r.status}, "intent": "order",
-        "priority": FHIR_PRIORITY[r.urgency], "focus": {"reference": sr_url}, "for": {"reference": patient_url},
-        "authoredOn": _iso(r.created_at), "lastModified": _iso(r.updated_at),
-        "requester": {"display": r.from_institution.name}, "owner": {"display": r.to_institution.name},
-    }
-    if r.status == "rejected" and r.reject_reason:
-        task["statusReason"] = {"text": r.reject_reason}
-    return [{"fullUrl": url, "resource": res} for url, res in
-            ((patient_url, patient), (sr_url, service_request), (task_url, task))]
-
-
-def fhir_bundle(referrals: Iterable[Referral]) -> dict[str, Any]:
-    entries = [e for r in referrals for e in fhir_entries(r)]
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
-
-
-__all__ = ["CSV_COLUMNS", "as_detail_json", "as_json", "fhir_bundle", "fhir_entries", "to_csv"]
+__all__ = ["CSV_COLUMNS", "CSV_HEADERS", "as_detail_json", "as_json", "fhir_bundle", "to_csv"]
