@@ -16,14 +16,19 @@ Either nested::
       - code: songyuan                      # required, lower-case letters/digits/_/-
         name: 松原吉林油田医院城市医疗集团      # required
         city: 松原                            # optional
+        referral_prefix: SY                   # optional: 2–4 capital letters that start its referral
+                                              # numbers (SY-2026-000123); unique among consortia;
+                                              # default: initials of the name's first two characters
         institutions:
           - name: 松原吉林油田医院             # required, unique within the consortium
             level: 三级                       # 三级/二级/一级/基层/专科 (required for a new institution)
             is_lead: true                     # optional, default false; at most one lead per consortium
             parent: 松原吉林油田医院           # optional; default: the consortium's lead hospital
             departments: [心血管内科, 医务科]   # optional list
-            receives_referrals: true          # optional: override who receives referrals (default:
-                                              # clinical institutions do, a CDC or 妇幼保健计划生育服务中心 not)
+            receives_referrals: true          # optional true/false (是/否): whether referrals may be sent
+                                              # here; not given = by kind (clinical institutions do, a
+                                              # 疾控中心 or 妇幼保健计划生育服务中心 not, see
+                                              # handlers/referral/rules_default.yaml)
             staff:
               - code: dr_wang_sy              # required, lower-case letters/digits/_ (used by --as, invites)
                 name: 王某某                   # required
@@ -36,8 +41,8 @@ Either nested::
 
 or as three top-level lists (which may also be combined with the nested form)::
 
-    consortia:    [{code, name, city}]
-    institutions: [{consortium: <code>, name, level, is_lead, parent, departments}]
+    consortia:    [{code, name, city, referral_prefix}]
+    institutions: [{consortium: <code>, name, level, is_lead, parent, departments, receives_referrals}]
     staff:        [{consortium: <code>, institution: <name>, code, name, roles, ...}]
 
 Errors point at the line where the offending item starts.
@@ -60,8 +65,11 @@ row names the columns (English names below, or the Chinese alias in brackets)::
     phone [电话]               optional
     consortium_name [医联体名称] required only for a consortium not yet in the database
     city [城市], parent [上级机构], departments [机构科室] (; separated), active [启用]: optional
+    receives_referrals [接收转诊]  true/false, 是/否; empty = by kind (see the YAML key)
+    referral_prefix [转诊单号前缀]  2–4 capital letters (see the YAML key); optional
 
-Rows of the same institution must agree on its level/is_lead. Line numbers are the file's
+Rows of the same institution must agree on its level/is_lead/receives_referrals, rows of the same
+consortium on its name/city/referral_prefix. Line numbers are the file's
 physical lines (the header is line 1).
 
 Empty optional values never erase what is stored (a Telegram binding made by an invite
@@ -76,6 +84,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import yaml
@@ -83,6 +92,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from storage.models.directory import LEVELS, ROLE_LABELS_ZH, ROLES, Consortium, Institution, Staff
+from storage.referrals import referral_prefix
 from storage.repositories import record
 
 Format = Literal["yaml", "csv"]
@@ -179,6 +189,7 @@ class _ConsortiumRec:
     code: str
     name: str | None = None
     city: str | None = None
+    referral_prefix: str | None = None
 
 
 @dataclass
@@ -229,6 +240,7 @@ _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{1,49}$")
 _CONSORTIUM_CODE_RE = re.compile(r"^[a-z][a-z0-9_-]{1,49}$")
 _WECOM_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _PHONE_RE = re.compile(r"^[0-9*+\-() ]{3,30}$")
+_PREFIX_RE = re.compile(r"^[A-Z]{2,4}$")
 
 _ROLE_ALIASES = {
     "physician": "physician", "doctor": "physician", "医生": "physician", "医师": "physician",
@@ -337,6 +349,17 @@ def _phone(value: Any) -> str | None:
     return text
 
 
+def _prefix(value: Any) -> str | None:
+    """A consortium's referral-number prefix: 2–4 letters A–Z (lower case is taken as upper)."""
+    text = _text(value, "转诊单号前缀（referral_prefix）", max_len=20)
+    if text is None:
+        return None
+    upper = text.upper()
+    if not _PREFIX_RE.match(upper):
+        raise _Bad(f"转诊单号前缀（referral_prefix）“{text}”不合法：应为 2–4 个大写英文字母，例如 ZD")
+    return upper
+
+
 def _departments(value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -372,7 +395,7 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Any:
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 
-_CONSORTIUM_KEYS = {"code", "name", "city", "institutions"}
+_CONSORTIUM_KEYS = {"code", "name", "city", "referral_prefix", "institutions"}
 _INSTITUTION_KEYS = {"consortium", "name", "level", "is_lead", "parent", "departments", "receives_referrals",
                      "staff"}
 _STAFF_KEYS = {"consortium", "institution", "code", "name", "roles", "department", "wecom_userid",
@@ -423,6 +446,7 @@ def _parse_yaml(text: str, report: ImportReport) -> _Parsed | None:
                 code=_code(item.get("code"), "医联体代码（code）", _CONSORTIUM_CODE_RE),
                 name=_text(item.get("name"), "医联体名称（name）", required=True),
                 city=_text(item.get("city"), "城市（city）", max_len=100),
+                referral_prefix=_prefix(item.get("referral_prefix")),
             )
         except _Bad as bad:
             report.error(item.line, str(bad))
@@ -511,7 +535,8 @@ _CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "city": ("city", "城市"),
     "parent": ("parent", "上级机构", "牵头医院名称"),
     "departments": ("departments", "机构科室"),
-    "receives_referrals": ("receives_referrals", "接收转诊"),
+    "receives_referrals": ("receives_referrals", "接收转诊", "是否接收转诊"),
+    "referral_prefix": ("referral_prefix", "转诊单号前缀", "单号前缀"),
     "active": ("active", "启用", "是否启用"),
 }
 _CSV_REQUIRED = ("consortium", "institution", "staff_code", "name", "roles")
@@ -592,6 +617,7 @@ def _parse_csv(text: str, report: ImportReport) -> _Parsed | None:
                 line=line, code=consortium,
                 name=_text(cell("consortium_name"), "医联体名称（consortium_name）"),
                 city=_text(cell("city"), "城市（city）", max_len=100),
+                referral_prefix=_prefix(cell("referral_prefix")),
             ))
             parsed.institutions.append(_InstitutionRec(
                 line=line, consortium=consortium, name=institution,
@@ -653,6 +679,28 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _check_prefixes(session: Session, consortia: dict[str, _ConsortiumRec], report: ImportReport) -> None:
+    """A referral number must name its consortium: a prefix given in the file must differ from
+    every other consortium's (stored, given, or derived from the name when none is set)."""
+    given = {code: rec for code, rec in consortia.items() if rec.referral_prefix is not None}
+    if not given:
+        return
+    effective: dict[str, str] = {}
+    for row in session.scalars(select(Consortium)):
+        effective[row.code] = referral_prefix(row)
+    for code, rec in consortia.items():
+        if rec.referral_prefix is not None:
+            effective[code] = rec.referral_prefix
+        elif code not in effective and rec.name:
+            effective[code] = referral_prefix(SimpleNamespace(code=code, name=rec.name,  # type: ignore[arg-type]
+                                                              referral_prefix=None))
+    for code, rec in sorted(given.items(), key=lambda kv: kv[1].line):
+        others = sorted(c for c, prefix in effective.items() if prefix == rec.referral_prefix and c != code)
+        if others:
+            report.error(rec.line, f"转诊单号前缀 {rec.referral_prefix} 已被医联体 {'、'.join(others)} 使用"
+                                   "（或由其名称得出），每个医联体的前缀必须不同")
+
+
 def _validate(session: Session, parsed: _Parsed, report: ImportReport) -> _Plan:
     # -- consortia
     consortia: dict[str, _ConsortiumRec] = {}
@@ -661,7 +709,7 @@ def _validate(session: Session, parsed: _Parsed, report: ImportReport) -> _Plan:
         if first is None:
             consortia[rec.code] = rec
         elif parsed.repeats_allowed:
-            _merge(first, rec, ("name", "city"), f"医联体 {rec.code} ", report)
+            _merge(first, rec, ("name", "city", "referral_prefix"), f"医联体 {rec.code} ", report)
         else:
             report.error(rec.line, f"医联体代码 {rec.code} 重复（第 {first.line} 行已定义）")
 
@@ -670,6 +718,7 @@ def _validate(session: Session, parsed: _Parsed, report: ImportReport) -> _Plan:
     for code, rec in consortia.items():
         if rec.name is None and code not in existing_consortia:
             report.error(rec.line, f"医联体 {code} 尚不存在，请提供其名称（consortium_name 列）")
+    _check_prefixes(session, consortia, report)
 
     known_consortia = set(consortia) | set(existing_consortia)
     existing_institutions = {
@@ -822,6 +871,8 @@ def _apply(session: Session, plan: _Plan, report: ImportReport, actor: str, *, c
         values = {"name": rec.name} if rec.name is not None else {}
         if rec.city is not None:
             values["city"] = rec.city
+        if rec.referral_prefix is not None:
+            values["referral_prefix"] = rec.referral_prefix
         if row is None:
             row = Consortium(code=code, **values)
             session.add(row)

@@ -299,3 +299,107 @@ consortia:
     assert hadashan.receives_referrals is False and not receives(hadashan, load_rules())
     bad = import_directory_data(session, override.replace("true", "maybe"), fmt="yaml", source="bad.yaml")
     assert not bad.ok and "receives_referrals" in bad.errors[0].message
+
+
+def test_receives_referrals_in_csv_with_the_chinese_column(session):
+    assert import_directory(session, SAMPLE).ok
+    csv_text = ("医联体,机构,级别,接收转诊,人员代码,姓名,角色\n"
+                "songyuan,松原市妇幼保健计划生育服务中心,,是,dr_fy_sy,妇幼医生,医生\n"
+                "songyuan,松原市妇幼保健计划生育服务中心,,是,liaison_fy_sy,妇幼联络员,联络员\n")
+    report = import_directory_data(session, csv_text.encode("gb18030"), fmt="csv", source="fy.csv")
+    assert report.ok, report.errors
+    fy = session.scalar(select(Institution).where(Institution.name == "松原市妇幼保健计划生育服务中心"))
+    assert fy.receives_referrals is True
+    conflict = csv_text.replace(",是,liaison_fy_sy", ",否,liaison_fy_sy")
+    bad = import_directory_data(session, conflict, fmt="csv", source="fy.csv")
+    assert not bad.ok and bad.errors[0].line == 3 and "receives_referrals" in bad.errors[0].message
+    bad_value = import_directory_data(session, csv_text.replace(",是,dr_fy_sy", ",也许,dr_fy_sy"), fmt="csv")
+    assert not bad_value.ok and bad_value.errors[0].line == 2 and "也许" in bad_value.errors[0].message
+
+
+# --- referral_prefix ------------------------------------------------------------------------------
+
+def test_sample_consortia_have_referral_prefixes_by_the_initials_rule(session):
+    from storage.referrals import referral_prefix
+
+    assert import_directory(session, SAMPLE).ok
+    prefixes = dict(session.execute(select(Consortium.code, Consortium.referral_prefix)).all())
+    assert prefixes == {"lincang": "LC", "zhangdian": "ZD", "deyang": "DY", "songyuan": "SY", "ziyang": "ZY"}
+    for consortium in session.scalars(select(Consortium)):
+        assert referral_prefix(consortium) == consortium.referral_prefix
+    # The rule by itself gives the same: 临沧 LC, 张店 ZD, 德阳 DY, 松原 SY, 资阳 ZY.
+    for consortium in session.scalars(select(Consortium)):
+        assert referral_prefix(Consortium(code=consortium.code, name=consortium.name)) == consortium.referral_prefix
+    # No institution is marked either way in the sample: receiving goes by kind.
+    assert session.scalars(select(Institution.receives_referrals).distinct()).all() == [None]
+
+
+PREFIX_YAML = """
+consortia:
+  - code: alpha
+    name: 甲乙医疗集团
+    referral_prefix: {prefix}
+    institutions:
+      - {{name: 甲医院, level: 三级, is_lead: true}}
+"""
+
+
+@pytest.mark.parametrize("value", ["Z", "ZDABC", "Z1", "张店", "Z-D", "[ZD]", "Ü"])
+def test_a_bad_referral_prefix_is_a_clear_error_and_nothing_is_imported(session, value):
+    report = import_directory_data(session, PREFIX_YAML.format(prefix=value), fmt="yaml", source="p.yaml")
+    assert not report.ok and counts(session) == (0, 0, 0)
+    assert report.errors[0].line == 3
+    assert "referral_prefix" in report.errors[0].message
+    assert "2–4 个大写英文字母" in report.errors[0].message or "应为文字" in report.errors[0].message
+
+
+def test_referral_prefix_two_to_four_letters_lower_case_taken_as_upper(session):
+    for value, stored in (("AB", "AB"), ("abcd", "ABCD"), ("Jy", "JY")):
+        report = import_directory_data(session, PREFIX_YAML.format(prefix=value), fmt="yaml", source="p.yaml")
+        assert report.ok, report.errors
+        assert session.scalar(select(Consortium.referral_prefix).where(Consortium.code == "alpha")) == stored
+    again = import_directory_data(session, PREFIX_YAML.format(prefix="JY"), fmt="yaml", source="p.yaml")
+    assert again.ok and not again.changed
+    # Not given: what is stored stays.
+    without = PREFIX_YAML.replace("    referral_prefix: {prefix}\n", "").format()
+    assert import_directory_data(session, without, fmt="yaml", source="p.yaml").ok
+    assert session.scalar(select(Consortium.referral_prefix).where(Consortium.code == "alpha")) == "JY"
+
+
+def test_two_consortia_may_not_share_a_referral_prefix(session):
+    assert import_directory(session, SAMPLE).ok
+    taken = PREFIX_YAML.format(prefix="ZD")
+    report = import_directory_data(session, taken, fmt="yaml", source="p.yaml")
+    assert not report.ok and "zhangdian" in report.errors[0].message and report.errors[0].line == 3
+    # A prefix another consortium's name would give (no prefix stored) counts as taken too.
+    session.execute(Consortium.__table__.update().where(Consortium.code == "lincang").values(referral_prefix=None))
+    derived = import_directory_data(session, PREFIX_YAML.format(prefix="LC"), fmt="yaml", source="p.yaml")
+    assert not derived.ok and "lincang" in derived.errors[0].message
+    # Two in the same file.
+    both = PREFIX_YAML.format(prefix="QQ") + """  - code: beta
+    name: 丙丁医疗集团
+    referral_prefix: qq
+"""
+    twice = import_directory_data(session, both, fmt="yaml")
+    assert not twice.ok and {e.line for e in twice.errors} == {3, 8}
+    # Moving a prefix from one consortium to another in one file is fine.
+    swap = """
+consortia:
+  - {code: zhangdian, name: 张店区人民医院医疗集团, referral_prefix: ZDA}
+  - {code: songyuan, name: 松原吉林油田医院城市医疗集团, referral_prefix: ZD}
+"""
+    assert import_directory_data(session, swap, fmt="yaml", source="swap.yaml").ok
+    assert session.scalar(select(Consortium.referral_prefix).where(Consortium.code == "songyuan")) == "ZD"
+
+
+def test_referral_prefix_in_csv_with_the_chinese_column(session):
+    csv_text = ("医联体,医联体名称,转诊单号前缀,机构,级别,牵头,人员代码,姓名,角色\n"
+                "alpha,甲乙医疗集团,jy,甲医院,三级,是,dr_a_jy,甲医生,医生\n"
+                "alpha,,JY,甲医院,,,dr_b_jy,乙医生,医生\n")
+    report = import_directory_data(session, csv_text, fmt="csv", source="p.csv")
+    assert report.ok, report.errors
+    assert session.scalar(select(Consortium.referral_prefix).where(Consortium.code == "alpha")) == "JY"
+    conflict = import_directory_data(session, csv_text.replace("alpha,,JY", "alpha,,JZ"), fmt="csv")
+    assert not conflict.ok and conflict.errors[0].line == 3 and "referral_prefix" in conflict.errors[0].message
+    bad = import_directory_data(session, csv_text.replace("alpha,,JY", "alpha,,J9"), fmt="csv")
+    assert not bad.ok and bad.errors[0].line == 3 and "J9" in bad.errors[0].message

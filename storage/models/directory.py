@@ -54,7 +54,7 @@ class Consortium(Base):
     code: Mapped[str] = mapped_column(String(50), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     city: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    #: Two or three letters that start this consortium's referral numbers (``ZD-2026-000123``);
+    #: Two to four letters that start this consortium's referral numbers (``ZD-2026-000123``);
     #: None: derived from ``code``.
     referral_prefix: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
