@@ -242,22 +242,22 @@ class OpenChoiceStep(ChoiceStep):
         try:
             picked = super().parse(turn, data)
         except Reask:
-            answer = turn.answer
-            if turn.choice is not None or len(answer) < self.min_chars:
+            if turn.choice is not None or len(turn.answer) < self.min_chars:
                 raise
-            if len(answer) > self.max_chars:
-                raise Reask(turn.t(f"内容太长了，请控制在 {self.max_chars} 字以内。",
-                                   f"That is too long; please keep it under {self.max_chars} characters."))
-            return Option(f"text:{answer}", answer)
+            return self._own_words(turn)
         # "床位已满，建议转市中心医院" contains the option "床位已满" but says more: keep the words
         wanted = _norm(turn.answer)
         if turn.choice is None and not turn.answer.isdigit() and wanted and \
                 all(wanted not in _norm(n) for n in (picked.label, *picked.aliases, picked.value)):
-            if len(turn.answer) > self.max_chars:
-                raise Reask(turn.t(f"内容太长了，请控制在 {self.max_chars} 字以内。",
-                                   f"That is too long; please keep it under {self.max_chars} characters."))
-            return Option(f"text:{turn.answer}", turn.answer)
+            return self._own_words(turn)
         return picked
+
+    def _own_words(self, turn: Turn) -> Option:
+        answer = turn.answer
+        if len(answer) > self.max_chars:
+            raise Reask(turn.t(f"内容太长了，请控制在 {self.max_chars} 字以内。",
+                               f"That is too long; please keep it under {self.max_chars} characters."))
+        return Option(f"text:{answer}", answer)
 
 
 @dataclass
