@@ -198,6 +198,10 @@ from bot.cli_referrals import register as _register_referrals  # noqa: E402
 
 _register_referrals(app)
 
+from bot.cli_meetings import register as _register_meetings  # noqa: E402
+
+_register_meetings(app)
+
 
 def main() -> None:
     try:

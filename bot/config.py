@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     referral_escalation_interval_s: float = Field(
         default=60.0, gt=0, description="How often unanswered referrals are checked for escalation.")
 
+    # --- meetings, quotas and the scheduler ------------------------------------------------------
+    reminder_offsets: str = Field(default="7d,1d,2h", description="Meeting reminders before the start (d/h/m).")
+    quiet_hours: str = Field(default="22:00-07:30",
+                             description="Beijing time when non-urgent notifications wait; empty disables.")
+    meeting_rules: Path | None = Field(
+        default=None, description="Required meetings per policy (YAML); default handlers/meeting_rules_default.yaml.")
+    quota_rules: Path | None = Field(
+        default=None, description="Training quotas (YAML); default handlers/quota_rules_default.yaml.")
+    quota_pace_margin: float = Field(default=0.15, ge=0, le=1,
+                                     description="How far behind a linear pace an institution may fall unreminded.")
+    scheduler_interval_s: float = Field(default=15.0, gt=0, le=60, description="Seconds between scheduler ticks.")
+    scheduler_lease_s: float = Field(default=60.0, gt=0, description="The scheduler leader lease.")
+
     # --- behaviour ------------------------------------------------------------------------------
     dialog_ttl_minutes: int = 60
     invite_ttl_hours: int = 72

@@ -151,6 +151,7 @@ def create_app(
         app.on_cleanup.append(_stop_warm_up)
         app.on_startup.append(_start_sweeper)
         app.on_startup.append(_start_escalation)
+        app.on_startup.append(_start_scheduler)
         app.on_cleanup.append(_stop_sweeper)
     return app
 
@@ -196,7 +197,7 @@ def _every(key: web.AppKey[asyncio.Task], interval_s: Callable[[AppContext], flo
 
 
 async def _stop_sweeper(app: web.Application) -> None:
-    for key in (_SWEEP_KEY, _ESCALATE_KEY):
+    for key in (_SWEEP_KEY, _ESCALATE_KEY, _SCHEDULER_KEY):
         task = app.get(key)
         if task is not None:
             task.cancel()
@@ -233,6 +234,18 @@ _start_sweeper = _every(_SWEEP_KEY, lambda _ctx: SWEEP_INTERVAL_S, sweep_expired
                         "sweep of expired rows")
 _start_escalation = _every(_ESCALATE_KEY, lambda ctx: ctx.settings.referral_escalation_interval_s,
                            escalate_referrals, _log_escalated, "referral escalation")
+
+
+_SCHEDULER_KEY: web.AppKey[asyncio.Task] = web.AppKey("yilian_scheduler", asyncio.Task)
+
+
+async def _start_scheduler(app: web.Application) -> None:
+    """Meeting reminders and quota nudges (``bot.scheduler``): every process runs one; only the
+    holder of the database lease works."""
+    from bot.scheduler import Scheduler
+
+    scheduler = Scheduler(app[CTX_KEY])
+    app[_SCHEDULER_KEY] = asyncio.get_running_loop().create_task(scheduler.run())
 
 
 async def _start_warm_up(app: web.Application) -> None:

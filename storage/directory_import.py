@@ -25,6 +25,8 @@ Either nested::
             is_lead: true                     # optional, default false; at most one lead per consortium
             parent: 松原吉林油田医院           # optional; default: the consortium's lead hospital
             departments: [心血管内科, 医务科]   # optional list
+            medical_staff: 620                # optional: number of medical staff (quota rules that ask
+                                              # for a share of the staff, e.g. 5% sent down each year)
             receives_referrals: true          # optional true/false (是/否): whether referrals may be sent
                                               # here; not given = by kind (clinical institutions do, a
                                               # 疾控中心 or 妇幼保健计划生育服务中心 not, see
@@ -202,6 +204,7 @@ class _InstitutionRec:
     parent: str | None = None
     departments: list[str] | None = None
     receives_referrals: bool | None = None
+    medical_staff: int | None = None
 
 
 @dataclass
@@ -276,6 +279,19 @@ def _code(value: Any, what: str, pattern: re.Pattern[str]) -> str:
     if not pattern.match(text):
         raise _Bad(f"{what}“{text}”不合法：只能用小写字母、数字和下划线，且以字母开头")
     return text
+
+
+def _count_value(value: Any, what: str) -> int | None:
+    """A head count: a whole number from 1 to 1,000,000, or nothing."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise _Bad(f"{what}“{value}”应为正整数") from None
+    if not 1 <= number <= 1_000_000:
+        raise _Bad(f"{what}“{value}”应在 1 到 1000000 之间")
+    return number
 
 
 def _bool(value: Any, what: str) -> bool | None:
@@ -397,7 +413,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 _CONSORTIUM_KEYS = {"code", "name", "city", "referral_prefix", "institutions"}
 _INSTITUTION_KEYS = {"consortium", "name", "level", "is_lead", "parent", "departments", "receives_referrals",
-                     "staff"}
+                     "medical_staff", "staff"}
 _STAFF_KEYS = {"consortium", "institution", "code", "name", "roles", "department", "wecom_userid",
                "telegram_user_id", "phone", "active"}
 
@@ -466,6 +482,7 @@ def _parse_yaml(text: str, report: ImportReport) -> _Parsed | None:
                 parent=_text(item.get("parent"), "上级机构（parent）"),
                 departments=_departments(item.get("departments")),
                 receives_referrals=_bool(item.get("receives_referrals"), "receives_referrals"),
+                medical_staff=_count_value(item.get("medical_staff"), "医务人员数（medical_staff）"),
             )
         except _Bad as bad:
             report.error(item.line, str(bad))
@@ -739,7 +756,8 @@ def _validate(session: Session, parsed: _Parsed, report: ImportReport) -> _Plan:
         if first is None:
             institutions[key] = rec
         elif parsed.repeats_allowed:
-            _merge(first, rec, ("level", "is_lead", "parent", "departments", "receives_referrals"), f"机构“{rec.name}”",
+            _merge(first, rec, ("level", "is_lead", "parent", "departments", "receives_referrals", "medical_staff"),
+                   f"机构“{rec.name}”",
                    report)
         else:
             report.error(rec.line, f"机构“{rec.name}”在医联体 {rec.consortium} 中重复（第 {first.line} 行已定义）")
@@ -895,6 +913,8 @@ def _apply(session: Session, plan: _Plan, report: ImportReport, actor: str, *, c
             values["departments"] = rec.departments
         if rec.receives_referrals is not None:
             values["receives_referrals"] = rec.receives_referrals
+        if rec.medical_staff is not None:
+            values["medical_staff"] = rec.medical_staff
         if row is None:
             values.setdefault("is_lead", False)
             values.setdefault("departments", [])

@@ -14,12 +14,26 @@ from storage.models.directory import (
     Staff,
 )
 from storage.models.knowledge import Chunk, Document, KnowledgeState
+from storage.models.meetings import (
+    Meeting,
+    MeetingInvitation,
+    MeetingResponse,
+    ReminderLog,
+    SchedulerLease,
+)
 from storage.models.outbox import ChannelToken, InboundMessage, OutboxMessage
+from storage.models.quotas import TrainingRecord
 from storage.models.referral import Notification, Referral, ReferralAttachment, ReferralEvent
 from storage.models.runtime import DialogState, ProcessedUpdate
 from storage.models.web import LoginToken, WebSession
 
 __all__ = [
+    "TrainingRecord",
+    "SchedulerLease",
+    "ReminderLog",
+    "MeetingResponse",
+    "MeetingInvitation",
+    "Meeting",
     "LEVELS",
     "ROLES",
     "ROLE_ADMIN",

@@ -85,6 +85,8 @@ class Institution(Base):
     #: maternal-and-child health centre does not, see ``handlers.referral.rules.receives``);
     #: an admin sets True/False to override.
     receives_referrals: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: Number of medical staff, for quota rules asking for a share of them (None: not recorded).
+    medical_staff: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     consortium: Mapped[Consortium] = relationship(back_populates="institutions", lazy="joined")
     parent: Mapped[Institution | None] = relationship(remote_side=[id])
