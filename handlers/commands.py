@@ -78,8 +78,9 @@ def help_menu(identity: Identity, *, english: bool = False, welcome: bool = Fals
                        "发送转诊单号（如 ZD-2026-000001）查看详情。",
                        "· Referrals: /refer to start one; /referrals for yours; /pending for those waiting at your "
                        "institution; send a referral number to see it."))
-        lines.append(t("· 提醒与配额（进修、下派、坐诊）：发送“提醒”或 /status。",
-                       "· Reminders and quotas (training, outreach, clinics): send /status."))
+        lines.append(t("· 会议与配额：“会议”看近期会议并回复参加/请假；联络员、管理员发送“配额”看进修、下派、坐诊完成情况；“提醒”看两者。",
+                       "· Meetings and quotas: /meetings to see and answer meeting invitations; liaison officers and "
+                       "admins: /quota for training progress; /status for both."))
         lines.append(t("· 查看我的身份：/whoami", "· Who am I: /whoami"))
         if identity.channel != "web":
             lines.append(t("· 网页登录：发送“登录”或 /login，获取一次性登录链接（请在私聊中发送）",
@@ -194,18 +195,19 @@ _STATUS_TOPICS = (
 
 
 def status(identity: Identity, text: str, *, english: bool = False) -> PolicyLookup:
-    """Reminders and quotas: there is no personal tracking yet, and we say so; the policies'
-    own rules on 进修/下派/坐诊 are what we can honestly show."""
+    """For physicians: training placements are recorded per institution by its liaison officer,
+    so what we can honestly show a physician is the policies' own rules on 进修/下派/坐诊."""
     topic = next((t for t in _STATUS_TOPICS if t[0] in text), None)
     question = topic[1] if topic else "下派人员 进修培训 坐诊 要求"
     what_zh = f"“{topic[0]}”" if topic else "进修、下派、坐诊"
     what_en = topic[2] if topic else "training placements, outreach postings and visiting clinics"
     intro = tr(
         english,
-        f"个人提醒和名额统计（{what_zh}）尚未上线：系统目前没有记录您的进修、下派或坐诊安排，所以没有可显示的提醒或剩余名额。"
+        f"进修、下派、坐诊记录由本院联络员登记，完成情况由联络员和管理员查看（发送“配额”）；会议提醒会直接发给您。"
         f"以下是政策文件中关于{what_zh}的相关规定：\n\n",
-        f"Personal reminders and quota tracking for {what_en} are not available yet: no assignments are recorded "
-        "for you, so there is nothing to remind you of. Here is what the policy documents say:\n\n",
+        f"Training, outreach and clinic records are kept per institution by its liaison officer, who (with the "
+        f"admins) sees the quota progress; meeting reminders come to you directly. "
+        f"Here is what the policy documents say about {what_en}:\n\n",
     )
     return PolicyLookup(question=question, consortium=identity.consortium_code, intro=intro)
 

@@ -43,6 +43,8 @@ from handlers.dialogs.base import Turn, Update, decode_choice
 from handlers.identity import Identity, access_guidance, resolve
 from handlers.intents import Intent, IntentKind, route
 from handlers.messages import Incoming, Reply
+from handlers import meeting_service, quota_service
+from handlers.meetings import CHINA_TZ
 from handlers.referral import service as referral_service
 from handlers.ports import EngineContext
 from handlers.replies import Limit, fit_replies
@@ -51,6 +53,7 @@ from handlers.texts import (
     ADMIN_ONLY,
     CANCELLED,
     CLINICAL_ONLY,
+    COORDINATION_ONLY,
     DIALOG_IN_PRIVATE,
     EMPTY_MESSAGE,
     ERROR,
@@ -87,6 +90,10 @@ class _Question(commands.PolicyLookup):
     """A typed policy question, with the context of the asker's last answer (private chats)."""
 
     context: dict | None = None
+
+
+def _local_day(now: datetime):
+    return now.astimezone(CHINA_TZ).date()
 
 
 class ConversationEngine:
@@ -219,6 +226,14 @@ class ConversationEngine:
                 return [denied]
             action, referral_id = referral_service.decode_action(msg.choice)  # type: ignore[misc]
             return self._referral_action(session, identity, msg, action, referral_id, now)
+        if msg.choice is not None and meeting_service.decode_action(msg.choice) is not None:
+            denied = self._denied(session, identity, msg, "meetings", False)
+            if denied is not None:
+                return [denied]
+            answer, meeting_id, occurrence = meeting_service.decode_action(msg.choice)  # type: ignore[misc]
+            assert identity.staff is not None
+            return [meeting_service.record_answer(session, identity.staff, answer, meeting_id, occurrence,
+                                                  channel=msg.channel, now=now)]
         if msg.choice is not None:
             decoded = decode_choice(msg.choice)
             if decoded is None:
@@ -309,7 +324,13 @@ class ConversationEngine:
         if kind == IntentKind.INVITE:
             return self._begin(session, identity, msg, "invite", intent.arg, now, english)
         if kind == IntentKind.STATUS:
-            return [commands.status(identity, text, english=english)]
+            return self._status(session, identity, text, now, english)
+        if kind == IntentKind.QUOTA:
+            assert identity.staff is not None
+            return [quota_service.status_reply(session, identity.staff, self._quota_rules(), _local_day(now))]
+        if kind == IntentKind.MEETINGS:
+            assert identity.staff is not None
+            return [meeting_service.upcoming(session, identity.staff, now)]
         if kind == IntentKind.WHOAMI:
             return [commands.whoami(identity, english=english)]
         if kind == IntentKind.DOCS:
@@ -349,7 +370,29 @@ class ConversationEngine:
             return Reply(pick(UPLOAD_ADMIN_ONLY, english))
         if audience is access.Audience.CLINICAL:
             return Reply(pick(CLINICAL_ONLY, english))
+        if audience is access.Audience.COORDINATION:
+            return Reply(pick(COORDINATION_ONLY, english))
         return Reply(pick(ADMIN_ONLY, english))
+
+    # ------------------------------------------------------------------------------------------
+    # meetings and quotas
+
+    def _quota_rules(self) -> list:
+        from handlers import quotas
+
+        return quotas.load_rules(self._ctx.settings.quota_rules)
+
+    def _status(self, session: Session, identity: Identity, text: str, now: datetime, english: bool) -> list[Item]:
+        """``提醒`` / ``/status``: the user's upcoming meetings, their institution's quota progress
+        (liaison officers and admins), and for physicians the policies' own rules."""
+        staff = identity.staff
+        assert staff is not None
+        items: list[Item] = [meeting_service.upcoming(session, staff, now)]
+        if access.command_verdict("quota", staff) is access.Verdict.ALLOWED:
+            items.append(quota_service.status_reply(session, staff, self._quota_rules(), _local_day(now)))
+        else:
+            items.append(commands.status(identity, text, english=english))
+        return items
 
     # ------------------------------------------------------------------------------------------
     # dialogs

@@ -29,7 +29,9 @@ class IntentKind(StrEnum):
     HELP = "help"
     START = "start"
     BIND = "bind"
-    STATUS = "status"  # reminders / quotas (进修、下派、坐诊)
+    STATUS = "status"  # reminders / quotas (进修、下派、坐诊): meetings, progress, the policies' rules
+    QUOTA = "quota"  # training-quota progress: the liaison's institution, an admin's consortium
+    MEETINGS = "meetings"  # upcoming meetings the user's institution is invited to
     WHOAMI = "whoami"
     LOGIN = "login"  # a one-time link that signs the user in to the web pages
     DOCS = "docs"  # the list of indexed policy documents
@@ -64,8 +66,8 @@ _SLASH: dict[str, IntentKind] = {
     "help": IntentKind.HELP, "menu": IntentKind.HELP,
     "start": IntentKind.START,
     "bind": IntentKind.BIND,
-    "status": IntentKind.STATUS, "reminders": IntentKind.STATUS, "quota": IntentKind.STATUS,
-    "quotas": IntentKind.STATUS,
+    "status": IntentKind.STATUS, "reminders": IntentKind.STATUS, "quota": IntentKind.QUOTA,
+    "quotas": IntentKind.QUOTA, "meetings": IntentKind.MEETINGS, "meeting": IntentKind.MEETINGS,
     "whoami": IntentKind.WHOAMI, "me": IntentKind.WHOAMI,
     "login": IntentKind.LOGIN, "signin": IntentKind.LOGIN,
     "invite": IntentKind.INVITE,
@@ -89,10 +91,12 @@ _KEYWORDS: dict[str, IntentKind] = {
     "使用说明": IntentKind.HELP, "你能做什么": IntentKind.HELP, "?": IntentKind.HELP, "？": IntentKind.HELP,
     "开始": IntentKind.START,
     "绑定": IntentKind.BIND, "绑定账号": IntentKind.BIND, "绑定身份": IntentKind.BIND,
-    "提醒": IntentKind.STATUS, "我的提醒": IntentKind.STATUS, "配额": IntentKind.STATUS,
-    "名额": IntentKind.STATUS, "进修": IntentKind.STATUS, "下派": IntentKind.STATUS,
-    "坐诊": IntentKind.STATUS, "进修名额": IntentKind.STATUS, "下派名额": IntentKind.STATUS,
-    "提醒配额": IntentKind.STATUS, "配额查询": IntentKind.STATUS,
+    "提醒": IntentKind.STATUS, "我的提醒": IntentKind.STATUS, "配额": IntentKind.QUOTA,
+    "名额": IntentKind.QUOTA, "进修": IntentKind.STATUS, "下派": IntentKind.STATUS,
+    "坐诊": IntentKind.STATUS, "进修名额": IntentKind.QUOTA, "下派名额": IntentKind.QUOTA,
+    "提醒配额": IntentKind.STATUS, "配额查询": IntentKind.QUOTA,
+    "会议": IntentKind.MEETINGS, "会议安排": IntentKind.MEETINGS, "我的会议": IntentKind.MEETINGS,
+    "近期会议": IntentKind.MEETINGS, "会议通知": IntentKind.MEETINGS,
     "我的转诊": IntentKind.MY_REFERRALS, "待处理转诊": IntentKind.PENDING_REFERRALS,
     "待接收转诊": IntentKind.PENDING_REFERRALS, "转诊待办": IntentKind.PENDING_REFERRALS,
     "待办转诊": IntentKind.PENDING_REFERRALS, "待处理": IntentKind.PENDING_REFERRALS,
@@ -105,8 +109,8 @@ _KEYWORDS: dict[str, IntentKind] = {
     "refer": IntentKind.REFER, "referral": IntentKind.REFER,
     "cancel": IntentKind.CANCEL, "quit": IntentKind.CANCEL,
     "help": IntentKind.HELP, "menu": IntentKind.HELP,
-    "bind": IntentKind.BIND, "login": IntentKind.LOGIN, "reminders": IntentKind.STATUS, "quota": IntentKind.STATUS,
-    "quotas": IntentKind.STATUS,
+    "bind": IntentKind.BIND, "login": IntentKind.LOGIN, "reminders": IntentKind.STATUS, "quota": IntentKind.QUOTA,
+    "quotas": IntentKind.QUOTA, "meetings": IntentKind.MEETINGS,
 }
 # Keywords that take an argument after a space: ``绑定 ABCD2345``, ``邀请 dr_wang_sy``.
 _KEYWORDS_WITH_ARG: dict[str, IntentKind] = {
@@ -186,6 +190,16 @@ _REQUESTS: tuple[_Request, ...] = (
                                                "转过的病人", "转出的病人", "转的病人"),
              words=("我的", "我发起的", "我提交的", "我转的", "本人", "最近", "历史", "记录", "进度", "状态", "情况"),
              en_anchors=("referrals",), en_words=("my", "status", "recent")),
+    # "我院进修完成情况", "咱们下派任务完成得咋样": progress, not the policy's wording.
+    _Request(IntentKind.QUOTA, anchors=("配额", "名额", "完成情况", "完成进度", "完成得", "完成了多少", "进度"),
+             words=("我院", "本院", "我们医院", "咱们医院", "我们院", "院里", "今年", "本年度", "本年", "本月", "本季度",
+                    "进修", "下派", "坐诊", "指导", "培训", "任务", "人员", "情况", "怎么样", "咋样", "如何", "多少",
+                    "还差", "剩余", "剩下"),
+             en_anchors=("quota", "quotas", "progress"), en_words=("training", "our", "hospital", "status")),
+    _Request(IntentKind.MEETINGS, anchors=("会议安排", "开会安排", "会议通知", "近期会议", "最近的会", "会议"),
+             words=("近期", "最近", "下次", "下一次", "接下来", "哪些", "什么", "啥", "时候", "我的", "我院", "本院",
+                    "要参加", "参加", "通知", "安排"),
+             en_anchors=("meetings", "meeting"), en_words=("upcoming", "next", "our")),
     _Request(IntentKind.REFER, anchors=("转诊",),
              words=("发起", "开始", "新建", "办理", "办", "做", "开", "申请", "提交", "登记", "填", "填写", "转个", "转",
                     "病人", "患者", "一位", "一名", "新的", "单", "给", "为"),

@@ -142,6 +142,7 @@ class Audience(StrEnum):
     BOUND = "bound"  # any active staff member
     CLINICAL = "clinical"  # physicians and liaison officers
     ADMIN = "admin"
+    COORDINATION = "coordination"  # liaison officers and admins (quotas, attendance)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,8 @@ COMMAND_RULES: dict[str, CommandRule] = {
     "whoami": CommandRule(Audience.BOUND, private_only=True),
     "login": CommandRule(Audience.BOUND, private_only=True),
     "status": CommandRule(Audience.BOUND),
+    "quota": CommandRule(Audience.COORDINATION),
+    "meetings": CommandRule(Audience.BOUND),
     "docs": CommandRule(Audience.ANYONE),
     "my_referrals": CommandRule(Audience.BOUND, private_only=True),
     "pending_referrals": CommandRule(Audience.BOUND, private_only=True),
@@ -189,6 +192,8 @@ def _in_audience(staff: Staff | None, audience: Audience) -> bool:
         return True
     if audience is Audience.CLINICAL:
         return can_create_referral(staff)
+    if audience is Audience.COORDINATION:
+        return staff.has_role(ROLE_LIAISON) or is_admin(staff)  # type: ignore[union-attr]
     return is_admin(staff)
 
 

@@ -37,6 +37,8 @@ EXPECTED = {
     "whoami": ({"physician", "liaison", "admin"}, True, "/whoami"),
     "login": ({"physician", "liaison", "admin"}, True, "/login"),
     "status": ({"physician", "liaison", "admin"}, False, "/status"),
+    "quota": ({"liaison", "admin"}, False, "/quota"),
+    "meetings": ({"physician", "liaison", "admin"}, False, "/meetings"),
     "docs": ({"guest", "physician", "liaison", "admin", "inactive"}, False, "有哪些政策文件？"),
     "my_referrals": ({"physician", "liaison", "admin"}, True, "我的转诊记录"),
     "pending_referrals": ({"physician", "liaison", "admin"}, True, "待处理转诊"),
@@ -55,6 +57,7 @@ DENIALS = {
     "admin": "只有管理员可以管理人员",
     "clinical": "只有已绑定的医生或联络员",
     "upload": "只有管理员可以上传",
+    "coordination": "只有联络员和管理员可以查看",
 }
 # What an allowed command visibly does (checked on private channels).
 DONE = {
@@ -64,7 +67,9 @@ DONE = {
     "cancel": "没有进行中的操作",
     "unknown_command": "没有“/frobnicate”这个命令",
     "whoami": "人员代码",
-    "status": "尚未上线",
+    "status": "近期",
+    "quota": "培训配额",
+    "meetings": "会议",
     "docs": "份政策文件",
     "my_referrals": "还没有发起过转诊",
     "pending_referrals": "没有待处理的转诊",
@@ -125,6 +130,8 @@ def test_every_command_for_every_role_on_every_channel(matrix_engine, role, chan
                 ok = DENIALS["upload"] in text
             elif command == "refer":
                 ok = DENIALS["clinical"] in text
+            elif command == "quota":
+                ok = DENIALS["coordination"] in text
             else:
                 ok = DENIALS["admin"] in text
             expectation = "refused for the role"

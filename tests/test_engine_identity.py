@@ -118,7 +118,10 @@ def test_routing_of_commands_keywords_and_questions():
     assert route("帮助").kind == IntentKind.HELP and route("菜单").kind == IntentKind.HELP
     assert route("邀请 dr_wang_sy").kind == IntentKind.INVITE
     assert route("invite a colleague to the meeting").kind == IntentKind.ASK
-    assert route("进修").kind == IntentKind.STATUS and route("配额").kind == IntentKind.STATUS
+    assert route("进修").kind == IntentKind.STATUS and route("配额").kind == IntentKind.QUOTA
+    assert route("我院进修完成情况").kind == IntentKind.QUOTA and route("/quota").kind == IntentKind.QUOTA
+    assert route("下派完成情况怎么考核？").kind == IntentKind.ASK
+    assert route("会议").kind == IntentKind.MEETINGS and route("近期会议安排").kind == IntentKind.MEETINGS
     assert route("/ask What is a consortium?").english
     assert not route("/bind ABCD2345").english
 

@@ -20,6 +20,8 @@ ALL_TABLES = {
     "outbox_messages", "inbound_messages", "channel_tokens",  # 0002 channel delivery
     "login_tokens", "web_sessions",  # 0003 web sign-in (0004 adds a column only)
     "referrals", "referral_events", "referral_attachments", "notifications",  # 0005 referrals
+    "meetings", "meeting_invitations", "meeting_responses", "reminder_log", "scheduler_leases",  # 0006
+    "training_records",  # 0006 training quotas
 }
 
 
