@@ -31,6 +31,7 @@ from typing import Any
 from telegram import Chat, Message, Update
 
 from handlers.dialogs.base import decode_choice
+from handlers import meeting_service
 from handlers.referral.service import ACTION_PREFIX, decode_action
 from handlers.messages import Incoming
 
@@ -87,7 +88,7 @@ def chat_key(update: Update) -> str | None:
 
 def choice_ok(data: str) -> bool:
     """A callback data value the engine understands: a dialog button, a referral's action button
-    (``r:accept:42``) or a command."""
+    (``r:accept:42``), a meeting answer (``m:attend:7:1796000000``) or a command."""
     data = data.strip()
     if not data:
         return False
@@ -95,6 +96,8 @@ def choice_ok(data: str) -> bool:
         return decode_choice(data) is not None
     if data.startswith(ACTION_PREFIX):
         return decode_action(data) is not None
+    if data.startswith(meeting_service.ACTION_PREFIX):
+        return meeting_service.decode_action(data) is not None
     return data.startswith("/") and len(data) > 1
 
 
