@@ -175,7 +175,7 @@ def target_people(rule: QuotaRule, inst: InstitutionInfo, start: date, end: date
         base = int(rule.people or 1)
     if rule.prorate and rule.effective_from and start < rule.effective_from < end:
         share = (end - rule.effective_from).days / (end - start).days
-        base = math.ceil(base * share - 1e-9)
+        base = int(base * share + 0.5)  # to the nearest person: days make the share only approximate
     return max(base, 1)
 
 
