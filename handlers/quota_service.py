@@ -160,12 +160,13 @@ def _record(r) -> quotas.Record:
 
 def status(session: Session, rules: list[quotas.QuotaRule], today: date, *, consortium: str | None = None,
            institution_id: int | None = None) -> list[quotas.Progress]:
-    insts = [i for i in store.institutions(session, consortium) if institution_id is None or i.id == institution_id]
-    infos = [_info(i) for i in insts]
-    everyone = [_info(i) for i in store.institutions(session, consortium or (insts[0].consortium.code if insts else None))]
+    # every institution of the consortia involved: a per-destination rule counts visits to each
+    everyone = store.institutions(session, consortium)
+    insts = [i for i in everyone if institution_id is None or i.id == institution_id]
+    consortia = {i.consortium_id for i in insts}
     records = [_record(r) for r in store.records_from(session, [i.id for i in insts])]
-    result = quotas.progress_for(rules, everyone, records, today)
-    wanted = {i.id for i in infos}
+    result = quotas.progress_for(rules, [_info(i) for i in everyone if i.consortium_id in consortia], records, today)
+    wanted = {i.id for i in insts}
     return [p for p in result if p.institution.id in wanted]
 
 
