@@ -107,6 +107,7 @@ class Settings(BaseSettings):
         default=None, description="Training quotas (YAML); default handlers/quota_rules_default.yaml.")
     quota_pace_margin: float = Field(default=0.15, ge=0, le=1,
                                      description="How far behind a linear pace an institution may fall unreminded.")
+    scheduler_enabled: bool = Field(default=True, description="Run the scheduler inside `yilian serve`.")
     scheduler_interval_s: float = Field(default=15.0, gt=0, le=60, description="Seconds between scheduler ticks.")
     scheduler_lease_s: float = Field(default=60.0, gt=0, description="The scheduler leader lease.")
 

@@ -244,6 +244,9 @@ async def _start_scheduler(app: web.Application) -> None:
     holder of the database lease works."""
     from bot.scheduler import Scheduler
 
+    if not app[CTX_KEY].settings.scheduler_enabled:
+        log.info("scheduler disabled (YILIAN_SCHEDULER_ENABLED=false)")
+        return
     scheduler = Scheduler(app[CTX_KEY])
     app[_SCHEDULER_KEY] = asyncio.get_running_loop().create_task(scheduler.run())
 

@@ -331,6 +331,9 @@ class ConversationEngine:
         if kind == IntentKind.MEETINGS:
             assert identity.staff is not None
             return [meeting_service.upcoming(session, identity.staff, now)]
+        if kind == IntentKind.ATTENDANCE:
+            assert identity.staff is not None
+            return [meeting_service.attendance_reply(session, identity.staff, intent.arg, now)]
         if kind == IntentKind.WHOAMI:
             return [commands.whoami(identity, english=english)]
         if kind == IntentKind.DOCS:

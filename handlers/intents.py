@@ -32,6 +32,7 @@ class IntentKind(StrEnum):
     STATUS = "status"  # reminders / quotas (进修、下派、坐诊): meetings, progress, the policies' rules
     QUOTA = "quota"  # training-quota progress: the liaison's institution, an admin's consortium
     MEETINGS = "meetings"  # upcoming meetings the user's institution is invited to
+    ATTENDANCE = "attendance"  # admin: who answered 参加 / 请假 for a meeting
     WHOAMI = "whoami"
     LOGIN = "login"  # a one-time link that signs the user in to the web pages
     DOCS = "docs"  # the list of indexed policy documents
@@ -68,6 +69,7 @@ _SLASH: dict[str, IntentKind] = {
     "bind": IntentKind.BIND,
     "status": IntentKind.STATUS, "reminders": IntentKind.STATUS, "quota": IntentKind.QUOTA,
     "quotas": IntentKind.QUOTA, "meetings": IntentKind.MEETINGS, "meeting": IntentKind.MEETINGS,
+    "attendance": IntentKind.ATTENDANCE, "rsvp": IntentKind.ATTENDANCE,
     "whoami": IntentKind.WHOAMI, "me": IntentKind.WHOAMI,
     "login": IntentKind.LOGIN, "signin": IntentKind.LOGIN,
     "invite": IntentKind.INVITE,
@@ -97,6 +99,8 @@ _KEYWORDS: dict[str, IntentKind] = {
     "提醒配额": IntentKind.STATUS, "配额查询": IntentKind.QUOTA,
     "会议": IntentKind.MEETINGS, "会议安排": IntentKind.MEETINGS, "我的会议": IntentKind.MEETINGS,
     "近期会议": IntentKind.MEETINGS, "会议通知": IntentKind.MEETINGS,
+    "出席情况": IntentKind.ATTENDANCE, "参会情况": IntentKind.ATTENDANCE, "参会名单": IntentKind.ATTENDANCE,
+    "出席名单": IntentKind.ATTENDANCE, "回复情况": IntentKind.ATTENDANCE,
     "我的转诊": IntentKind.MY_REFERRALS, "待处理转诊": IntentKind.PENDING_REFERRALS,
     "待接收转诊": IntentKind.PENDING_REFERRALS, "转诊待办": IntentKind.PENDING_REFERRALS,
     "待办转诊": IntentKind.PENDING_REFERRALS, "待处理": IntentKind.PENDING_REFERRALS,
@@ -115,6 +119,7 @@ _KEYWORDS: dict[str, IntentKind] = {
 # Keywords that take an argument after a space: ``绑定 ABCD2345``, ``邀请 dr_wang_sy``.
 _KEYWORDS_WITH_ARG: dict[str, IntentKind] = {
     "绑定": IntentKind.BIND, "邀请": IntentKind.INVITE, "角色": IntentKind.ROLE, "解绑": IntentKind.UNBIND,
+    "出席情况": IntentKind.ATTENDANCE, "参会情况": IntentKind.ATTENDANCE,
     "bind": IntentKind.BIND, "invite": IntentKind.INVITE,
 }
 _ENGLISH_KEYWORDS = frozenset(k for k in [*_KEYWORDS, *_KEYWORDS_WITH_ARG] if k.isascii() and k.isalpha())
@@ -250,6 +255,8 @@ def _looks_like_argument(kind: IntentKind, rest: str) -> bool:
     """``绑定 ABCD2345`` is a command; ``invite a colleague to the meeting`` is a question."""
     if kind == IntentKind.ROLE:
         return bool(_ROLE_ARG_RE.match(rest))
+    if kind == IntentKind.ATTENDANCE:  # a meeting's id or title
+        return 0 < len(rest) <= 200
     return bool(_TOKEN_RE.match(rest))
 
 

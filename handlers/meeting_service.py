@@ -297,6 +297,27 @@ def attendance(session: Session, meeting: Meeting, now: datetime) -> tuple[datet
     return occ, rows
 
 
+def attendance_reply(session: Session, admin: Staff, which: str, now: datetime) -> Reply:
+    """``出席情况 [ID或标题]``: each invitee's answer; without an argument, the consortium's next
+    meeting. Admins see only their own consortium's meetings."""
+    consortium_id = admin.institution.consortium_id
+    meeting = store.find_meeting(session, which) if which else None
+    if meeting is None and not which:
+        upcoming_ones = [(rules.next_occurrence(rules.MeetingInfo.of(m), now), m)
+                         for m in store.list_meetings(session, consortium_id=consortium_id, include_cancelled=False)]
+        upcoming_ones = sorted(((o, m) for o, m in upcoming_ones if o is not None), key=lambda p: p[0])
+        meeting = upcoming_ones[0][1] if upcoming_ones else None
+    if meeting is None or meeting.consortium_id != consortium_id:
+        return Reply(f"没有找到会议“{which}”。发送“会议”查看近期会议及其编号。" if which else "本医联体近期没有会议。")
+    occ, rows = attendance(session, meeting, now)
+    labels = {"attend": "参加", "leave": "请假", "none": "未回复"}
+    counts = {k: sum(1 for r in rows if r.answer == k) for k in labels}
+    lines = [f"{meeting.kind}：{meeting.title}（{rules.format_when(occ) if occ else ''}）出席情况："
+             f"参加 {counts['attend']}，请假 {counts['leave']}，未回复 {counts['none']}"]
+    lines += [f"• {r.institution} {r.name or '（无联络员）'}：{labels[r.answer]}" for r in rows]
+    return Reply("\n".join(lines))
+
+
 def upcoming(session: Session, staff: Staff, now: datetime, *, limit: int = 5) -> Reply:
     """The next meetings the user's institution is invited to (admins: their consortium's)."""
     mine = []

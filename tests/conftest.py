@@ -7,6 +7,7 @@ change documents must build their own (see ``fresh_context``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,13 @@ import pytest
 # helper modules that test files both import and load as plugins: rewrite their asserts too
 pytest.register_assert_rewrite("web_support", "channel_support")
 
-from bot.config import Settings
+# Servers started by tests run on the real clock: their scheduler would send real-date meeting
+# warnings and quota nudges into tests about other things. Scheduler tests drive
+# ``bot.scheduler.Scheduler`` with a simulated clock instead (and enable it explicitly where a
+# served scheduler is the point).
+os.environ.setdefault("YILIAN_SCHEDULER_ENABLED", "false")
+
+from bot.config import Settings  # noqa: E402
 from bot.context import AppContext, build_context
 
 REPO = Path(__file__).resolve().parents[1]

@@ -159,6 +159,9 @@ def test_meetings_cli_add_list_and_attendance(engine_ctx, chat):
     answers = {r["staff_code"]: r["answer"] for r in report["invitees"]}
     assert answers == {"liaison_xu_zd": "leave", "liaison_ma_zd": "none"}
     assert {"staff_code", "name", "institution", "answer"} == set(report["invitees"][0])
+    organiser = chat("web", "admin_zd").say("出席情况 季度理事会")[0].text
+    assert "请假 1" in organiser and "未回复 1" in organiser and "徐静怡：请假" in organiser
+    assert "没有找到会议" in chat("web", "admin_dy").say("出席情况 季度理事会")[0].text  # another consortium's
     # a physician of a non-invited institution cannot answer for it
     with engine_ctx.sessions() as s:
         m = s.scalars(select(Meeting)).one()
@@ -167,3 +170,42 @@ def test_meetings_cli_add_list_and_attendance(engine_ctx, chat):
     reply = outsider.engine.handle(Incoming(channel="web", user_key="dr_liu_zd",
                                             choice=meeting_service.encode_action("attend", m.id, occ)))
     assert "不在这个会议的邀请名单" in reply[0].text
+
+
+async def test_yilian_serve_runs_the_scheduler_under_the_lease(engine_ctx, app_context):
+    """The server's scheduler (enabled here; the suite disables it elsewhere) takes the lease and
+    sends a reminder due within the minute."""
+    import asyncio
+
+    from aiohttp.test_utils import TestServer
+
+    from bot.server import create_app
+    from handlers.engine import ConversationEngine
+    from storage.models import SchedulerLease
+
+    settings = engine_ctx.settings
+    settings.scheduler_enabled, settings.scheduler_interval_s, settings.reminder_offsets = True, 0.1, "30m"
+    settings.quiet_hours = ""
+    now = datetime.now(timezone.utc)
+    with engine_ctx.sessions.begin() as s:
+        meeting_service.add_meeting(s, None, consortium_code="zhangdian", kind="工作例会", title="周例会",
+                                    at=(now + timedelta(minutes=30, seconds=2)).astimezone(rules.CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S"),
+                                    actor="test", now=now)
+    server = TestServer(create_app(engine_ctx, ConversationEngine(engine_ctx, kb=app_context.kb), web_chat=False,
+                                   warm_up=True))
+    await server.start_server()
+    try:
+        for _ in range(100):
+            with engine_ctx.sessions() as s:
+                logged = s.scalars(select(ReminderLog).where(ReminderLog.kind == "meeting_reminder")).all()
+                if logged:
+                    break
+            await asyncio.sleep(0.1)
+        assert [r.status for r in logged] == ["sent"] and logged[0].recipients == 2  # both 张店 liaisons
+        assert logged[0].handled_at - logged[0].due_at < timedelta(seconds=60)
+        with engine_ctx.sessions() as s:
+            assert s.get(SchedulerLease, "scheduler").expires_at > datetime.now(timezone.utc)
+    finally:
+        await server.close()
+    with engine_ctx.sessions() as s:  # a stopped server gives the lease up at once
+        assert s.get(SchedulerLease, "scheduler").expires_at <= datetime.now(timezone.utc)
