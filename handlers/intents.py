@@ -33,6 +33,7 @@ class IntentKind(StrEnum):
     QUOTA = "quota"  # training-quota progress: the liaison's institution, an admin's consortium
     MEETINGS = "meetings"  # upcoming meetings the user's institution is invited to
     ATTENDANCE = "attendance"  # admin: who answered 参加 / 请假 for a meeting
+    RECORD_TRAINING = "record_training"  # liaison/admin: record a 进修 / 下派 / 坐诊 placement
     WHOAMI = "whoami"
     LOGIN = "login"  # a one-time link that signs the user in to the web pages
     DOCS = "docs"  # the list of indexed policy documents
@@ -70,6 +71,7 @@ _SLASH: dict[str, IntentKind] = {
     "status": IntentKind.STATUS, "reminders": IntentKind.STATUS, "quota": IntentKind.QUOTA,
     "quotas": IntentKind.QUOTA, "meetings": IntentKind.MEETINGS, "meeting": IntentKind.MEETINGS,
     "attendance": IntentKind.ATTENDANCE, "rsvp": IntentKind.ATTENDANCE,
+    "record": IntentKind.RECORD_TRAINING,
     "whoami": IntentKind.WHOAMI, "me": IntentKind.WHOAMI,
     "login": IntentKind.LOGIN, "signin": IntentKind.LOGIN,
     "invite": IntentKind.INVITE,
@@ -101,6 +103,10 @@ _KEYWORDS: dict[str, IntentKind] = {
     "近期会议": IntentKind.MEETINGS, "会议通知": IntentKind.MEETINGS,
     "出席情况": IntentKind.ATTENDANCE, "参会情况": IntentKind.ATTENDANCE, "参会名单": IntentKind.ATTENDANCE,
     "出席名单": IntentKind.ATTENDANCE, "回复情况": IntentKind.ATTENDANCE,
+    "登记进修": IntentKind.RECORD_TRAINING, "登记下派": IntentKind.RECORD_TRAINING,
+    "登记坐诊": IntentKind.RECORD_TRAINING, "培训登记": IntentKind.RECORD_TRAINING,
+    "登记培训": IntentKind.RECORD_TRAINING, "进修登记": IntentKind.RECORD_TRAINING,
+    "下派登记": IntentKind.RECORD_TRAINING, "坐诊登记": IntentKind.RECORD_TRAINING,
     "我的转诊": IntentKind.MY_REFERRALS, "待处理转诊": IntentKind.PENDING_REFERRALS,
     "待接收转诊": IntentKind.PENDING_REFERRALS, "转诊待办": IntentKind.PENDING_REFERRALS,
     "待办转诊": IntentKind.PENDING_REFERRALS, "待处理": IntentKind.PENDING_REFERRALS,

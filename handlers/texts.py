@@ -27,8 +27,8 @@ IN_DIALOG = ("您正在进行{title}。请回答下面的问题，或发送“�
              "You are in the middle of a {title}. Answer the question below, or send \"cancel\" to stop.")
 ADMIN_ONLY = ("抱歉，只有管理员可以管理人员、角色和邀请码。",
               "Sorry, only administrators can manage staff, roles and invite codes.")
-COORDINATION_ONLY = ("抱歉，培训配额情况只有联络员和管理员可以查看。",
-                     "Sorry, only liaison officers and admins can see training-quota progress.")
+COORDINATION_ONLY = ("抱歉，培训配额的查看和登记只有联络员和管理员可以使用。",
+                     "Sorry, only liaison officers and admins can see or record training quotas.")
 CLINICAL_ONLY = ("抱歉，只有已绑定的医生或联络员可以发起转诊。",
                  "Sorry, only bound physicians and liaison officers can start a referral.")
 PRIVATE_ONLY = ("这条命令的回复涉及个人或管理信息，群里的其他人也能看到，请私聊我后再发送（点击我的头像 → 发消息）。",

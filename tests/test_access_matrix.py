@@ -40,6 +40,7 @@ EXPECTED = {
     "quota": ({"liaison", "admin"}, False, "/quota"),
     "meetings": ({"physician", "liaison", "admin"}, False, "/meetings"),
     "attendance": ({"admin"}, True, "/attendance"),
+    "record_training": ({"liaison", "admin"}, True, "/record"),
     "docs": ({"guest", "physician", "liaison", "admin", "inactive"}, False, "有哪些政策文件？"),
     "my_referrals": ({"physician", "liaison", "admin"}, True, "我的转诊记录"),
     "pending_referrals": ({"physician", "liaison", "admin"}, True, "待处理转诊"),
@@ -58,7 +59,7 @@ DENIALS = {
     "admin": "只有管理员可以管理人员",
     "clinical": "只有已绑定的医生或联络员",
     "upload": "只有管理员可以上传",
-    "coordination": "只有联络员和管理员可以查看",
+    "coordination": "只有联络员和管理员",
 }
 # What an allowed command visibly does (checked on private channels).
 DONE = {
@@ -72,6 +73,7 @@ DONE = {
     "quota": "培训配额",
     "meetings": "会议",
     "attendance": "没有会议",
+    "record_training": "登记哪类记录",
     "docs": "份政策文件",
     "my_referrals": "还没有发起过转诊",
     "pending_referrals": "没有待处理的转诊",
@@ -132,7 +134,7 @@ def test_every_command_for_every_role_on_every_channel(matrix_engine, role, chan
                 ok = DENIALS["upload"] in text
             elif command == "refer":
                 ok = DENIALS["clinical"] in text
-            elif command == "quota":
+            elif command in ("quota", "record_training"):
                 ok = DENIALS["coordination"] in text
             else:
                 ok = DENIALS["admin"] in text

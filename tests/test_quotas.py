@@ -119,3 +119,34 @@ def test_quota_in_chat_for_liaison_admin_and_physician(chat, engine_ctx):
     assert "湖田卫生院" in admin and "沣水中心卫生院" in admin and "核心医院下派" in admin
     physician = chat("web", "dr_liu_zd").say("配额")[0].text
     assert "只有联络员和管理员" in physician
+
+
+def test_a_liaison_records_a_placement_in_chat_step_by_step(chat, engine_ctx):
+    ma = chat("web", "liaison_ma_zd")  # 张店区人民医院, the lead hospital
+    ma.say("登记下派")
+    assert "人员姓名" in ma.text  # the kind came with the command
+    ma.say("王医生")
+    assert "下派到哪家机构" in ma.text
+    ma.press("湖田卫生院")
+    ma.say("明天")
+    assert "日期格式不对" in ma.text
+    ma.say("2026/3/1")
+    ma.say("2026-02-01")
+    assert "不能早于开始日期" in ma.text
+    ma.say("2026年4月5日")
+    assert "2026-03-01 至 2026-04-05（36 天）" in ma.text
+    ma.press("保存")
+    assert "已保存" in ma.text
+    with engine_ctx.sessions() as s:
+        from storage.models import TrainingRecord
+
+        row = s.query(TrainingRecord).one()
+        assert (row.kind, row.person, row.to_institution.name, row.source) == ("下派", "王医生", "湖田卫生院", "chat")
+    ma.say("登记下派")  # the same record again is not stored twice
+    ma.say("王医生")
+    ma.press("湖田卫生院")
+    ma.say("2026-03-01")
+    ma.say("2026-04-05")
+    ma.press("保存")
+    assert "已经登记过了" in ma.text
+    assert "只有联络员和管理员" in chat("web", "dr_wu_zd").say("/record")[0].text

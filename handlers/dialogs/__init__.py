@@ -10,6 +10,7 @@ from __future__ import annotations
 from handlers.dialogs.base import Dialog
 from handlers.dialogs.bind import BindDialog
 from handlers.dialogs.invite import InviteDialog
+from handlers.dialogs.training import TrainingRecordDialog
 from handlers.referral.dialog import ReferralDialog, RejectDialog
 
 DIALOGS: dict[str, Dialog] = {}
@@ -21,7 +22,7 @@ def register(dialog: Dialog) -> Dialog:
     return dialog
 
 
-for _dialog in (BindDialog(), InviteDialog(), ReferralDialog(), RejectDialog()):
+for _dialog in (BindDialog(), InviteDialog(), ReferralDialog(), RejectDialog(), TrainingRecordDialog()):
     register(_dialog)
 
 
