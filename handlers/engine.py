@@ -333,6 +333,8 @@ class ConversationEngine:
             return [meeting_service.upcoming(session, identity.staff, now)]
         if kind == IntentKind.RECORD_TRAINING:  # "登记下派" presets the kind
             return self._begin(session, identity, msg, "training_record", intent.arg or text, now, english)
+        if kind == IntentKind.NEW_MEETING:
+            return self._begin(session, identity, msg, "meeting_new", "", now, english)
         if kind == IntentKind.ATTENDANCE:
             assert identity.staff is not None
             return [meeting_service.attendance_reply(session, identity.staff, intent.arg, now)]

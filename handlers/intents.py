@@ -34,6 +34,7 @@ class IntentKind(StrEnum):
     MEETINGS = "meetings"  # upcoming meetings the user's institution is invited to
     ATTENDANCE = "attendance"  # admin: who answered 参加 / 请假 for a meeting
     RECORD_TRAINING = "record_training"  # liaison/admin: record a 进修 / 下派 / 坐诊 placement
+    NEW_MEETING = "new_meeting"  # admin: schedule a meeting
     WHOAMI = "whoami"
     LOGIN = "login"  # a one-time link that signs the user in to the web pages
     DOCS = "docs"  # the list of indexed policy documents
@@ -71,7 +72,7 @@ _SLASH: dict[str, IntentKind] = {
     "status": IntentKind.STATUS, "reminders": IntentKind.STATUS, "quota": IntentKind.QUOTA,
     "quotas": IntentKind.QUOTA, "meetings": IntentKind.MEETINGS, "meeting": IntentKind.MEETINGS,
     "attendance": IntentKind.ATTENDANCE, "rsvp": IntentKind.ATTENDANCE,
-    "record": IntentKind.RECORD_TRAINING,
+    "record": IntentKind.RECORD_TRAINING, "newmeeting": IntentKind.NEW_MEETING,
     "whoami": IntentKind.WHOAMI, "me": IntentKind.WHOAMI,
     "login": IntentKind.LOGIN, "signin": IntentKind.LOGIN,
     "invite": IntentKind.INVITE,
@@ -104,6 +105,8 @@ _KEYWORDS: dict[str, IntentKind] = {
     "出席情况": IntentKind.ATTENDANCE, "参会情况": IntentKind.ATTENDANCE, "参会名单": IntentKind.ATTENDANCE,
     "出席名单": IntentKind.ATTENDANCE, "回复情况": IntentKind.ATTENDANCE,
     "登记进修": IntentKind.RECORD_TRAINING, "登记下派": IntentKind.RECORD_TRAINING,
+    "安排会议": IntentKind.NEW_MEETING, "新建会议": IntentKind.NEW_MEETING, "创建会议": IntentKind.NEW_MEETING,
+    "发起会议": IntentKind.NEW_MEETING, "会议登记": IntentKind.NEW_MEETING,
     "登记坐诊": IntentKind.RECORD_TRAINING, "培训登记": IntentKind.RECORD_TRAINING,
     "登记培训": IntentKind.RECORD_TRAINING, "进修登记": IntentKind.RECORD_TRAINING,
     "下派登记": IntentKind.RECORD_TRAINING, "坐诊登记": IntentKind.RECORD_TRAINING,

@@ -165,6 +165,7 @@ COMMAND_RULES: dict[str, CommandRule] = {
     "meetings": CommandRule(Audience.BOUND),
     "attendance": CommandRule(Audience.ADMIN, private_only=True),
     "record_training": CommandRule(Audience.COORDINATION, private_only=True),
+    "new_meeting": CommandRule(Audience.ADMIN, private_only=True),
     "docs": CommandRule(Audience.ANYONE),
     "my_referrals": CommandRule(Audience.BOUND, private_only=True),
     "pending_referrals": CommandRule(Audience.BOUND, private_only=True),

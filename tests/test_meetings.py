@@ -209,3 +209,30 @@ async def test_yilian_serve_runs_the_scheduler_under_the_lease(engine_ctx, app_c
         await server.close()
     with engine_ctx.sessions() as s:  # a stopped server gives the lease up at once
         assert s.get(SchedulerLease, "scheduler").expires_at <= datetime.now(timezone.utc)
+
+
+def test_an_admin_schedules_a_meeting_in_chat_and_the_liaisons_are_invited(chat, engine_ctx):
+    admin = chat("web", "admin_zd")
+    admin.say("安排会议")
+    admin.press("联席会议")
+    admin.say("双向转诊联席会议")
+    admin.say("2020-01-01 09:00")
+    assert "已经过去" in admin.text
+    when = (datetime.now(rules.CHINA_TZ) + timedelta(days=20)).strftime("%Y-%m-%d 14:30")
+    admin.say(when)
+    admin.say("https://meet.example.org/zd")
+    admin.say("湖田卫生院、不存在卫生院")
+    assert "不存在卫生院" in admin.text
+    admin.say("湖田卫生院、张店区人民医院")
+    admin.press("每季度")
+    assert "邀请 湖田卫生院、张店区人民医院" in admin.text and "每季度" in admin.text
+    admin.press("保存并通知")
+    assert "已安排会议" in admin.text and "2 家机构" in admin.text
+    with engine_ctx.sessions() as s:
+        m = s.scalars(select(Meeting)).one()
+        assert (m.link, m.place, m.repeat, m.organiser.code) == ("https://meet.example.org/zd", None, "quarterly",
+                                                                 "admin_zd")
+        xu = s.scalar(select(Staff).where(Staff.code == "liaison_xu_zd"))
+        invite = s.scalar(select(Notification).where(Notification.staff_id == xu.id))
+        assert "【会议通知】联席会议：双向转诊联席会议" in invite.text and invite.choices
+    assert "只有管理员" in chat("web", "liaison_xu_zd").say("安排会议")[0].text

@@ -10,6 +10,7 @@ from __future__ import annotations
 from handlers.dialogs.base import Dialog
 from handlers.dialogs.bind import BindDialog
 from handlers.dialogs.invite import InviteDialog
+from handlers.dialogs.meeting import MeetingDialog
 from handlers.dialogs.training import TrainingRecordDialog
 from handlers.referral.dialog import ReferralDialog, RejectDialog
 
@@ -22,7 +23,8 @@ def register(dialog: Dialog) -> Dialog:
     return dialog
 
 
-for _dialog in (BindDialog(), InviteDialog(), ReferralDialog(), RejectDialog(), TrainingRecordDialog()):
+for _dialog in (BindDialog(), InviteDialog(), ReferralDialog(), RejectDialog(), TrainingRecordDialog(),
+                MeetingDialog()):
     register(_dialog)
 
 
