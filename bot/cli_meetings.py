@@ -99,36 +99,35 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
                    f"{r['status']}{'  ' + r['repeat'] if r['repeat'] else ''}  {len(r['institutions'])} 家机构")
 
 
+def _change(meeting: str, change, done: str) -> None:
+    """Find ``meeting`` (id or title), apply ``change(session, router, m, now)`` in one
+    transaction (its notices to the invitees commit with it), then say ``done``."""
+    ctx = _context()
+    try:
+        with ctx.sessions.begin() as session:
+            m = store.find_meeting(session, meeting)
+            if m is None:
+                _fail(f"没有找到会议“{meeting}”")
+            change(session, ctx.router, m, utcnow())
+            typer.echo(done.format(id=m.id, sequence=m.sequence))
+    except service.MeetingError as exc:
+        _fail(str(exc))
+
+
 @meetings_app.command("edit")
 def edit(meeting: str = typer.Argument(..., help="id or title"),
          at: Optional[str] = typer.Option(None, "--at"), place: Optional[str] = typer.Option(None, "--place"),
          link: Optional[str] = typer.Option(None, "--link"), agenda: Optional[str] = typer.Option(None, "--agenda"),
          title: Optional[str] = typer.Option(None, "--title")) -> None:
-    ctx = _context()
-    try:
-        with ctx.sessions.begin() as session:
-            m = store.find_meeting(session, meeting)
-            if m is None:
-                _fail(f"没有找到会议“{meeting}”")
-            service.edit_meeting(session, ctx.router, m, actor="cli", now=utcnow(), at=at, place=place, link=link,
-                                 agenda=agenda, title=title)
-            typer.echo(f"✓ 会议 [{m.id}] 已修改（第 {m.sequence} 版），已通知受邀机构")
-    except service.MeetingError as exc:
-        _fail(str(exc))
+    _change(meeting, lambda s, r, m, now: service.edit_meeting(s, r, m, actor="cli", now=now, at=at, place=place,
+                                                               link=link, agenda=agenda, title=title),
+            "✓ 会议 [{id}] 已修改（第 {sequence} 版），已通知受邀机构")
 
 
 @meetings_app.command("cancel")
 def cancel(meeting: str = typer.Argument(..., help="id or title")) -> None:
-    ctx = _context()
-    try:
-        with ctx.sessions.begin() as session:
-            m = store.find_meeting(session, meeting)
-            if m is None:
-                _fail(f"没有找到会议“{meeting}”")
-            service.cancel_meeting(session, ctx.router, m, actor="cli", now=utcnow())
-            typer.echo(f"✓ 会议 [{m.id}] 已取消，已通知受邀机构")
-    except service.MeetingError as exc:
-        _fail(str(exc))
+    _change(meeting, lambda s, r, m, now: service.cancel_meeting(s, r, m, actor="cli", now=now),
+            "✓ 会议 [{id}] 已取消，已通知受邀机构")
 
 
 @meetings_app.command("attendance")

@@ -236,3 +236,18 @@ def test_an_admin_schedules_a_meeting_in_chat_and_the_liaisons_are_invited(chat,
         invite = s.scalar(select(Notification).where(Notification.staff_id == xu.id))
         assert "【会议通知】联席会议：双向转诊联席会议" in invite.text and invite.choices
     assert "只有管理员" in chat("web", "liaison_xu_zd").say("安排会议")[0].text
+
+
+def test_meetings_cli_edit_and_cancel(engine_ctx):
+    run = cli_runner(engine_ctx.settings.resolved_data_dir)
+    when = (datetime.now(rules.CHINA_TZ) + timedelta(days=5)).strftime("%Y-%m-%d 10:00")
+    assert run("meetings", "add", "--type", "工作例会", "--title", "例会", "--at", when, "--consortium",
+               "zhangdian").exit_code == 0
+    edited = run("meetings", "edit", "例会", "--place", "四楼会议室")
+    assert edited.exit_code == 0 and "第 1 版" in edited.output
+    assert run("meetings", "cancel", "1").exit_code == 0
+    again = run("meetings", "cancel", "1")
+    assert again.exit_code == 2 and "已经取消" in again.output
+    assert run("meetings", "edit", "nope", "--place", "x").exit_code == 2
+    listed = json.loads(run("meetings", "list", "--json").output)
+    assert (listed[0]["status"], listed[0]["place"], listed[0]["sequence"]) == ("cancelled", "四楼会议室", 2)
