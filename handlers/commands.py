@@ -87,13 +87,18 @@ def help_menu(identity: Identity, *, english: bool = False, welcome: bool = Fals
                            "· Web sign-in: send /login for a one-time link (in a private chat)"))
         choices += [Choice(t("发起转诊", "Start a referral"), "/refer"),
                     Choice(t("提醒与配额", "Reminders & quotas"), "/status")]
+    if staff is not None and staff.active and staff.has_role("liaison"):
+        lines.append(t("· 登记进修、下派、坐诊记录：发送“登记进修”（/record）；也可由管理员用 CSV/Excel 批量导入。",
+                       "· Record a training placement, outreach posting or clinic visit: /record."))
     if access.can_manage_users(staff):
         lines.append(t("管理员命令：\n· 邀请 人员代码 —— 生成 Telegram 绑定码（/invite）\n· 人员列表 —— 本医联体人员（/users）\n"
                        "· 角色 人员代码 医生 联络员 —— 修改角色（/role）\n· 解绑 人员代码 —— 解除 Telegram 绑定（/unbind）\n"
+                       "· 安排会议 —— 安排联席会议、理事会、例会并通知受邀机构（/newmeeting）\n"
+                       "· 出席情况 [会议编号] —— 受邀人员的参加、请假回复（/attendance）\n"
                        "· 直接发送政策文件（PDF、DOCX、TXT、MD）即可收录；同名文件自动替换旧版本",
                        "Admin commands:\n· /invite STAFF_CODE — create a Telegram binding code\n· /users — staff of your "
                        "consortium\n· /role STAFF_CODE physician liaison — change roles\n· /unbind STAFF_CODE — remove a "
-                       "Telegram binding\n· send a policy file (PDF, DOCX, TXT, MD) to index it; a file with the same "
+                       "Telegram binding\n· /newmeeting — schedule a meeting\n· /attendance [ID] — who answered\n· send a policy file (PDF, DOCX, TXT, MD) to index it; a file with the same "
                        "title replaces the old version"))
         choices += [Choice(t("邀请人员", "Invite staff"), "/invite"), Choice(t("人员列表", "Staff list"), "/users")]
     if staff is None:

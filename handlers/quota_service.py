@@ -207,7 +207,7 @@ def send_quota_reminders(session: Session, router: ChannelRouter | None, now: da
         dest = f":{p.destination.id}" if p.destination else ""
         start, end, _ = quotas.period_of(p.rule.period or "year", today)
         last_month_start = date(end.year if end.month > 1 else end.year - 1, (end.month - 2) % 12 + 1, 1)
-        if p.behind(margin) and today.day >= 1:
+        if p.behind(margin):
             key = f"quota:pace:{p.rule.id}:{inst.id}{dest}:{month}"
             if ledger.log_once(session, key, "quota_pace", now, "sent", recipients=len(liaisons), now=now):
                 text = (f"【配额提醒】{quotas.line(p)}\n按时间进度应完成约 {round(p.elapsed * 100)}%，"
