@@ -56,8 +56,8 @@ def _meeting_json(session, m, now) -> dict:
             "sequence": m.sequence, "institutions": sorted(i.institution.name for i in m.invitations)}
 
 
-@meetings_app.command("add")
-def add(type_: str = typer.Option(..., "--type", help="联席会议, 理事会, 工作例会 or 其他"),
+@meetings_app.command("add", context_settings={"allow_extra_args": True})
+def add(ctx_: typer.Context, type_: str = typer.Option(..., "--type", help="联席会议, 理事会, 工作例会 or 其他"),
         title: str = typer.Option(..., "--title"),
         at: str = typer.Option(..., "--at", help='"YYYY-MM-DD HH:MM[:SS]", Beijing time'),
         consortium: str = typer.Option(..., "--consortium", help="consortium code"),
@@ -67,9 +67,12 @@ def add(type_: str = typer.Option(..., "--type", help="联席会议, 理事会, 
         link: Optional[str] = typer.Option(None, "--link"),
         agenda: Optional[str] = typer.Option(None, "--agenda"),
         repeat: Optional[str] = typer.Option(None, "--repeat", help="monthly, quarterly or yearly")) -> None:
+    # --institutions A B C (the words after the option), --institutions A --institutions B, "A,B"
+    if ctx_.args and not institutions:
+        _fail(f"多余的参数：{' '.join(ctx_.args)}")
     ctx = _context()
     names: list[str] = []
-    for item in institutions or []:  # --institutions A --institutions B, or "A,B" / "A B"
+    for item in [*(institutions or []), *ctx_.args]:
         names.extend(n for n in item.replace("，", ",").replace("、", ",").replace(",", " ").split() if n)
     try:
         with ctx.sessions.begin() as session:

@@ -141,7 +141,7 @@ def test_meetings_cli_add_list_and_attendance(engine_ctx, chat):
     run = cli_runner(engine_ctx.settings.resolved_data_dir)
     when = (datetime.now(rules.CHINA_TZ) + timedelta(days=10)).strftime("%Y-%m-%d 09:30")
     added = run("meetings", "add", "--type", "理事会", "--title", "季度理事会", "--at", when, "--consortium",
-                "zhangdian", "--institutions", "湖田卫生院", "--institutions", "张店区人民医院", "--place", "三楼",
+                "zhangdian", "--institutions", "湖田卫生院", "张店区人民医院", "--place", "三楼",
                 "--repeat", "quarterly")
     assert added.exit_code == 0, added.output
     listed = json.loads(run("meetings", "list", "--json").output)
