@@ -10,7 +10,7 @@ unique key, in the same transaction: it is sent once, however often the schedule
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.orm import Session
@@ -287,8 +287,7 @@ def attendance(session: Session, meeting: Meeting, now: datetime) -> tuple[datet
     info = rules.MeetingInfo.of(meeting)
     occ = rules.next_occurrence(info, now) if meeting.status == "scheduled" else None
     if occ is None:
-        past = rules.occurrences(info.__class__(**{**info.__dict__, "cancelled": False}),
-                                 info.starts_at, now + timedelta(seconds=1))
+        past = rules.occurrences(replace(info, cancelled=False), info.starts_at, now + timedelta(seconds=1))
         occ = past[-1] if past else info.starts_at
     answered = store.responses(session, meeting.id, occ)
     rows = [AttendanceRow(i.staff.code if i.staff else None, i.staff.name if i.staff else None, i.institution.name,
