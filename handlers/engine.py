@@ -38,12 +38,11 @@ from typing import Any
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
-from handlers import commands, dialogs, followup
+from handlers import commands, dialogs, followup, meeting_service, quota_service
 from handlers.dialogs.base import Turn, Update, decode_choice
 from handlers.identity import Identity, access_guidance, resolve
 from handlers.intents import Intent, IntentKind, route
 from handlers.messages import Incoming, Reply
-from handlers import meeting_service, quota_service
 from handlers.meetings import CHINA_TZ
 from handlers.referral import service as referral_service
 from handlers.ports import EngineContext
