@@ -106,7 +106,10 @@ async def readyz(request: web.Request) -> web.Response:
         log.warning("readiness check failed", exc_info=True)
         ok, reason = False, f"readiness check failed: {type(exc).__name__}"
     if ok:
-        return web.json_response({"ready": True})
+        # Still ready when degraded (answers fall back to the lexical index): a load balancer
+        # must not pull every worker at once because the vector store is down.
+        degraded = engine.degraded()
+        return web.json_response({"ready": True, "degraded": degraded} if degraded else {"ready": True})
     return web.json_response({"ready": False, "reason": reason}, status=503)
 
 

@@ -164,6 +164,10 @@ class ConversationEngine:
             return False, "knowledge base has no documents (run `yilian bootstrap` or `yilian ingest`)"
         return True, None
 
+    def degraded(self) -> str | None:
+        """Why answers are degraded right now (e.g. the vector index is down), or None."""
+        return getattr(self._kb, "degraded", None) if self._kb is not None else None
+
     def database_status(self) -> tuple[bool, str | None]:
         try:
             with self._ctx.engine.connect() as conn:

@@ -306,6 +306,9 @@ class KnowledgeBase:
         self._reload_lock = threading.Lock()
         self._write_lock = threading.Lock()  # serialises the swaps of this process
         self._installing: int | None = None  # the generation this process's ingest is loading
+        #: When the vector index last failed a query (None: it answers). While it fails, answers
+        #: come from the lexical signals alone instead of an error reply.
+        self._dense_failed_at: float | None = None
 
     # ------------------------------------------------------------------------------------
     # documents
@@ -599,10 +602,9 @@ class KnowledgeBase:
         query = Query.parse(question, snap)
         bm25_scores = np.asarray(snap.bm25.get_scores(query.search_tokens))
         best_bm25 = float(bm25_scores.max()) or 1.0
-        vector = self._embedder.encode([question])[0]
         dense_by_pos = {
             snap.position[cid]: sim
-            for cid, sim in self._vectors.query(vector, DENSE_CANDIDATES)
+            for cid, sim in self._dense_candidates(question)
             if cid in snap.position  # only live chunks, whatever the vector index still holds
         }
         candidates = {int(p) for p in np.argsort(-bm25_scores)[:LEXICAL_CANDIDATES] if bm25_scores[p] > 0}
@@ -636,6 +638,28 @@ class KnowledgeBase:
                 hit.score += OWN_CONSORTIUM_BONUS
         hits.sort(key=lambda h: h.score, reverse=True)
         return query, hits[:k]
+
+    def _dense_candidates(self, question: str) -> list[tuple[str, float]]:
+        """Chroma's nearest chunks, or none while it cannot be reached (a Chroma server down or
+        restarting): the answer then rests on BM25, coverage and headings, and one warning per
+        outage is logged instead of an error reply to every user."""
+        try:
+            found = self._vectors.query(self._embedder.encode([question])[0], DENSE_CANDIDATES)
+        except Exception as exc:  # noqa: BLE001 - any failure of the vector store degrades, never breaks
+            if self._dense_failed_at is None:
+                log.warning("vector index unreachable; answering from the lexical index only",
+                            extra={"error": type(exc).__name__})
+            self._dense_failed_at = time.monotonic()
+            return []
+        if self._dense_failed_at is not None:
+            log.info("vector index reachable again")
+            self._dense_failed_at = None
+        return found
+
+    @property
+    def degraded(self) -> str | None:
+        """Why answers are degraded right now (the vector index failed its last query), or None."""
+        return "vector index unreachable: lexical retrieval only" if self._dense_failed_at is not None else None
 
     def ask(self, question: str, *, consortium: str | None = None) -> Answer:
         """Answer a policy question from the indexed documents (extractive, or LLM when set)."""

@@ -23,13 +23,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def chroma_server(tmp_path):
-    if not CHROMA.exists() and shutil.which("chroma") is None:
-        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
-    port = _free_port()
+def _start(path: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [str(CHROMA), "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1", "--port", str(port)],
+        [str(CHROMA), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -37,15 +33,26 @@ def chroma_server(tmp_path):
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc
         except OSError:
             time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("chroma server did not start")
-    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    pytest.fail("chroma server did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    if not CHROMA.exists() and shutil.which("chroma") is None:
+        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+    port = _free_port()
+    proc = _start(tmp_path / "chroma-server", port)
+    yield f"http://127.0.0.1:{port}"
+    _stop(proc)
 
 
 def test_answers_come_from_a_chroma_server(tmp_path, chroma_server):
@@ -62,3 +69,38 @@ def test_answers_come_from_a_chroma_server(tmp_path, chroma_server):
         assert answer.hits[0].dense > 0  # the vector came back from the server
     finally:
         ctx.close()
+
+
+def test_with_the_chroma_server_down_answers_fall_back_to_the_lexical_index(tmp_path, caplog):
+    """Issue 12: a stopped Chroma server costs the dense signal, not the answer; /readyz-style
+    status says degraded, one warning is logged, and the server's return is noticed."""
+    if not CHROMA.exists() and shutil.which("chroma") is None:
+        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+    port = _free_port()
+    proc = _start(tmp_path / "chroma-server", port)
+    ctx = build_context(make_settings(tmp_path / "var", chroma_url=f"http://127.0.0.1:{port}"))
+    try:
+        kb = ctx.kb
+        kb.ingest_bytes("联络员会议制度.txt",
+                        "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode())
+        assert kb.ask("联络员例会多久开一次？").hits[0].dense > 0 and kb.degraded is None
+        _stop(proc)
+        for _ in range(3):
+            answer = kb.ask("联络员例会多久开一次？")
+            assert "每月召开一次" in answer.text and not answer.refused
+            assert answer.hits[0].dense == 0.0
+        assert kb.degraded and "lexical" in kb.degraded
+        from handlers.engine import ConversationEngine
+
+        engine = ConversationEngine(ctx, kb=kb)
+        assert engine.degraded() == kb.degraded and engine.knowledge_status() == (True, None)  # still ready
+        warnings = [r for r in caplog.records if "vector index unreachable" in r.getMessage()]
+        assert len(warnings) == 1  # once per outage, not per question
+        proc = _start(tmp_path / "chroma-server", port)
+        deadline = time.monotonic() + 20
+        while kb.ask("联络员例会多久开一次？").hits[0].dense == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert kb.degraded is None
+    finally:
+        ctx.close()
+        _stop(proc)

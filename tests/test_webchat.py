@@ -531,3 +531,25 @@ async def test_the_web_inbox_shows_only_the_signed_in_staff_members_notification
     ok = await browser.request("POST", "/api/inbox/read", headers={"X-CSRF-Token": browser.csrf})
     assert ok.status == 200
     assert (await (await browser.request("GET", "/api/inbox")).json())["unread"] == 0
+
+
+async def test_ready_but_degraded_while_the_vector_index_fails(engine_ctx, app_context, monkeypatch):
+    """Issue 12: a vector store outage keeps workers in the load balancer (answers fall back to
+    the lexical index; tests/test_chroma_server.py stops a real server) and says so."""
+    kb = app_context.kb
+
+    def unreachable(*_a, **_k):
+        raise ConnectionError("chroma down")
+
+    monkeypatch.setattr(kb._vectors, "query", unreachable)
+    try:
+        assert "出处" in kb.ask("联席会议多久开一次？").text
+        app = create_app(engine_ctx, ConversationEngine(engine_ctx, kb=kb), web_chat=False)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+            res = await c.get("/readyz")
+            body = await res.json()
+            assert res.status == 200 and body["ready"] is True and "lexical" in body["degraded"]
+    finally:
+        monkeypatch.undo()
+        kb.ask("联席会议多久开一次？")  # the shared knowledge base notices the index is back
+    assert kb.degraded is None
