@@ -104,3 +104,33 @@ def test_with_the_chroma_server_down_answers_fall_back_to_the_lexical_index(tmp_
     finally:
         ctx.close()
         _stop(proc)
+
+
+def test_a_worker_starting_while_the_chroma_server_is_down_still_answers(tmp_path):
+    """The collection is connected on first use: down at start → lexical answers; up → dense."""
+    if not CHROMA.exists() and shutil.which("chroma") is None:
+        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(tmp_path / "chroma-server", port)
+    first = build_context(make_settings(tmp_path / "var", chroma_url=url))
+    try:
+        first.kb.ingest_bytes("联络员会议制度.txt",
+                              "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode())
+    finally:
+        first.close()
+    _stop(proc)
+    ctx = build_context(make_settings(tmp_path / "var", chroma_url=url))  # a new worker, server down
+    proc = None
+    try:
+        answer = ctx.kb.ask("联络员例会多久开一次？")
+        assert "每月召开一次" in answer.text and ctx.kb.degraded
+        proc = _start(tmp_path / "chroma-server", port)
+        deadline = time.monotonic() + 20
+        while ctx.kb.ask("联络员例会多久开一次？").hits[0].dense == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ctx.kb.degraded is None
+    finally:
+        ctx.close()
+        if proc is not None:
+            _stop(proc)
