@@ -362,11 +362,20 @@ class KnowledgeBase:
         prefix = f"{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}-v{guessed_version}-{nonce}"
         ids = [f"{prefix}-{d.seq}" for d in drafts]
         meta_consortium = consortium if consortium is not None else (existing.consortium if existing else None)
-        self._vectors.upsert(
-            ids,
-            vectors,
-            [{"document": title, "version": guessed_version, "consortium": meta_consortium or ""} for _ in ids],
-        )
+        try:
+            self._vectors.upsert(
+                ids,
+                vectors,
+                [{"document": title, "version": guessed_version, "consortium": meta_consortium or ""} for _ in ids],
+            )
+        except Exception as exc:  # noqa: BLE001 - the vector store is down: nothing has changed yet
+            log.warning("vector index unreachable during ingest", extra={"error": type(exc).__name__})
+            try:
+                self._vectors.delete(ids)  # a partly written batch
+            except Exception:  # noqa: BLE001 - still down: the ids are unique and never served
+                pass
+            raise IngestError(file_name, "the vector index is unreachable; nothing was changed, please try again later",
+                              "向量索引暂时无法连接，文件未收录、原有内容未改变，请稍后重试") from exc
         del vectors
 
         # The swap: one short write transaction.

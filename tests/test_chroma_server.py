@@ -85,6 +85,11 @@ def test_with_the_chroma_server_down_answers_fall_back_to_the_lexical_index(tmp_
                         "联络员会议制度\n一、会议安排\n（一）例会。联络员例会每月召开一次。\n".encode())
         assert kb.ask("联络员例会多久开一次？").hits[0].dense > 0 and kb.degraded is None
         _stop(proc)
+        from knowledge.extract_types import IngestError
+
+        with pytest.raises(IngestError) as refused:  # uploads wait for the vector store; nothing changes
+            kb.ingest_bytes("联络员会议制度.txt", "联络员会议制度\n一、会议安排\n（一）例会。每周召开一次。\n".encode())
+        assert "未改变" in refused.value.reason_zh
         for _ in range(3):
             answer = kb.ask("联络员例会多久开一次？")
             assert "每月召开一次" in answer.text and not answer.refused
@@ -94,7 +99,7 @@ def test_with_the_chroma_server_down_answers_fall_back_to_the_lexical_index(tmp_
 
         engine = ConversationEngine(ctx, kb=kb)
         assert engine.degraded() == kb.degraded and engine.knowledge_status() == (True, None)  # still ready
-        warnings = [r for r in caplog.records if "vector index unreachable" in r.getMessage()]
+        warnings = [r for r in caplog.records if "answering from the lexical index" in r.getMessage()]
         assert len(warnings) == 1  # once per outage, not per question
         proc = _start(tmp_path / "chroma-server", port)
         deadline = time.monotonic() + 20
