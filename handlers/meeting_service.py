@@ -266,6 +266,8 @@ def record_answer(session: Session, staff: Staff, answer: str, meeting_id: int, 
         return Reply("会议已经开始或结束，无法再回复。", settle="会议已开始")
     if staff.institution_id not in {i.institution_id for i in meeting.invitations}:
         return Reply("抱歉，您所在的机构不在这个会议的邀请名单中。")
+    if not staff.has_role("liaison"):  # the invitees are the institutions' liaison officers
+        return Reply("会议回复由本机构的联络员办理；如需参会，请联系您院的联络员。")
     store.set_response(session, meeting.id, occurrence, staff.id, answer, channel, now=now)
     repo.record(session, staff.code, f"meeting.{answer}", target=f"meeting:{meeting.id}",
                 details={"occurrence": occurrence.isoformat()})
@@ -335,7 +337,7 @@ def upcoming(session: Session, staff: Staff, now: datetime, *, limit: int = 5) -
         answer = store.responses(session, m.id, occ).get(staff.id)
         state = f"（您已回复：{ANSWER_LABELS[answer]}）" if answer else ""
         lines.append(f"• [{m.id}] {m.kind}：{m.title} — {rules.format_when(occ)}，{rules.where(rules.MeetingInfo.of(m))}{state}")
-    if len(mine) == 1:
+    if len(mine) == 1 and staff.has_role("liaison"):  # liaison officers answer for their institution
         choices = list(rsvp_choices(mine[0][1].id, mine[0][0]))
     return Reply("\n".join(lines), choices=tuple(choices))
 

@@ -170,6 +170,12 @@ def test_meetings_cli_add_list_and_attendance(engine_ctx, chat):
     reply = outsider.engine.handle(Incoming(channel="web", user_key="dr_liu_zd",
                                             choice=meeting_service.encode_action("attend", m.id, occ)))
     assert "不在这个会议的邀请名单" in reply[0].text
+    physician = chat("web", "dr_wu_zd")  # 张店区人民医院 is invited, but its liaison answers for it
+    physician.say("会议")
+    assert "季度理事会" in physician.text and not physician.last[0].choices
+    reply = physician.engine.handle(Incoming(channel="web", user_key="dr_wu_zd",
+                                             choice=meeting_service.encode_action("attend", m.id, occ)))
+    assert "联络员" in reply[0].text
 
 
 async def test_yilian_serve_runs_the_scheduler_under_the_lease(engine_ctx, app_context):
