@@ -27,8 +27,9 @@ from typing import Any
 import yaml
 from dateutil.relativedelta import relativedelta
 
-#: China has one time zone and no daylight saving time.
-CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+from storage.types import CHINA_TZ
+
+
 REPEAT_STEP = {"monthly": relativedelta(months=1), "quarterly": relativedelta(months=3),
                "yearly": relativedelta(years=1)}
 REPEAT_LABELS = {"monthly": "每月", "quarterly": "每季度", "yearly": "每年"}

@@ -8,10 +8,15 @@ aware (UTC) on both databases.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
+
+
+#: Beijing time (China has one time zone and no daylight saving time): how times are shown to
+#: users and read from them; stored times are UTC.
+CHINA_TZ = timezone(timedelta(hours=8), "北京时间")
 
 
 def utcnow() -> datetime:

@@ -8,7 +8,7 @@ exact name within the admin's consortium. Admins only invite staff of their own 
 from __future__ import annotations
 
 import difflib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,9 +18,8 @@ from handlers.messages import Reply
 from storage import access
 from storage import repositories as repo
 from storage.models import Institution, Staff
+from storage.types import CHINA_TZ
 
-#: China has one time zone and no daylight saving time: expiry times are shown in it.
-CHINA_TZ = timezone(timedelta(hours=8), "北京时间")
 
 
 def format_expiry(when: datetime, *, english: bool = False) -> str:

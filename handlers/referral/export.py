@@ -16,16 +16,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from handlers.referral.fhir import bundle as fhir_bundle
 from handlers.referral.rules import DIRECTION_LABELS, STATUS_LABELS, URGENCY_LABELS, mask_name
 from storage.models import Referral
 from storage.privacy import mask_id_number, mask_phone, scrub_text
+from storage.types import CHINA_TZ
 
-#: Times in the CSV are shown in Beijing time (the JSON keeps ISO 8601 UTC).
-CHINA_TZ = timezone(timedelta(hours=8), "北京时间")
 
 
 def _iso(value: datetime | None) -> str | None:
