@@ -8,6 +8,10 @@ definitions use it ("council" → 理事会, "meet" → 会议, 满足; "Deyang"
 corpus uses that Chinese word. The small glossary of ``tokenize.EN_ZH`` still comes first for
 domain phrases a dictionary splits badly ("two-way referral", "green channel").
 
+A word no English dictionary knows may be a romanised name ("Hadashan", "Hutian"): it is read
+by sound against the corpus (``HomophoneCorrector.romanised``), so every township and hospital
+of a new policy is understood without a list of names.
+
 Matching is by a light English stem (plural, -ed, -ing), so "meets", "meeting" and "met" are
 not all equal but "meet"/"meets" and "meeting"/"meetings" are.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 
 log = logging.getLogger(__name__)
@@ -104,8 +108,9 @@ def _load() -> dict[str, list[tuple[str, int]]]:
 class BilingualIndex:
     """English word → Chinese words of one corpus (built once per knowledge snapshot)."""
 
-    def __init__(self, corpus_words: Iterable[str]) -> None:
+    def __init__(self, corpus_words: Iterable[str], *, romanise: Callable[[str], str | None] | None = None) -> None:
         self._vocabulary = frozenset(corpus_words)
+        self._romanise = romanise
         self._cache: dict[str, tuple[str, ...]] = {}
 
     def chinese(self, english_word: str) -> tuple[str, ...]:
@@ -123,6 +128,10 @@ class BilingualIndex:
                     seen.append(word)
                 if len(seen) == MAX_SENSES:
                     break
+            if not candidates and self._romanise is not None:  # no English word: a name?
+                name = self._romanise(word)
+                if name:
+                    seen.append(name)
             found = self._cache[key] = tuple(seen)
         return found
 

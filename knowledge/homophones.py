@@ -416,6 +416,59 @@ class HomophoneCorrector:
     def _known(self, word: str) -> bool:
         return word in self._extra or self.count(word) > 0
 
+    # ---- romanised names ------------------------------------------------------------------------
+
+    def romanised(self, latin: str) -> str | None:
+        """The corpus's Chinese for a word written in toneless pinyin ("Hadashan" → 哈达山).
+
+        English questions name places and hospitals as they are romanised; no dictionary holds
+        every township. The word is split into syllables the corpus uses (all the ways it can be
+        split), and the corpus n-gram of that reading is taken if it is a unit (closed) of the
+        corpus: the spelling says how many characters there are, the corpus says which. Fewer
+        syllables are preferred ("xian" is 先, not xi-an), then the most frequent n-gram; a
+        reading two n-grams share about equally is left alone.
+        """
+        word = latin.lower()
+        if not (4 <= len(word) <= 30) or not word.isascii() or not word.isalpha() or not len(self._key):
+            return None
+        known = {syl: sid for syl, sid in list(_SYL_IDS.items()) if 1 <= len(syl) <= 6}
+        splits: list[list[int]] = []
+
+        def split(at: int, acc: list[int]) -> None:
+            if len(acc) > MAX_SPAN or len(splits) > _MAX_KEYS_PER_SPAN:
+                return
+            if at == len(word):
+                if len(acc) >= MIN_SPAN:
+                    splits.append(list(acc))
+                return
+            for end in range(min(len(word), at + 6), at, -1):
+                sid = known.get(word[at:end])
+                if sid is not None:
+                    acc.append(sid)
+                    split(end, acc)
+                    acc.pop()
+
+        split(0, [])
+        for syls in sorted(splits, key=len):
+            key = 0
+            for sid in syls:
+                key = (key << _SYL_BITS) | sid
+            key |= len(syls) << _LEN_SHIFT
+            lo = int(np.searchsorted(self._key, np.uint64(key), "left"))
+            hi = int(np.searchsorted(self._key, np.uint64(key), "right"))
+            # the most frequent n-gram of that reading, closed or not: a name always followed by
+            # the same suffix (哈达山 of 哈达山卫生院, 德阳 of 德阳市) is not closed but is the name
+            found = sorted(
+                ((c, u, self._corpus[p : p + len(syls)]) for p, c, u in
+                 zip(self._pos[lo:hi].tolist(), self._cnt[lo:hi].tolist(), self._closed[lo:hi].tolist())),
+                reverse=True,
+            )
+            if found:
+                if len(found) > 1 and found[1][0] >= found[0][0] * _AMBIGUOUS_RATIO:
+                    return None  # two n-grams of that sound, about as frequent: no guess
+                return found[0][2]
+        return None
+
     # ---- correction ----------------------------------------------------------------------------
 
     def correct(self, text: str) -> tuple[str, list[tuple[str, str]]]:

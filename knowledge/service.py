@@ -273,7 +273,7 @@ class _Snapshot:
     @cached_property
     def bilingual(self) -> BilingualIndex:
         """English words → this corpus's Chinese words (built on the first English question)."""
-        return BilingualIndex(t for t in self.idf if not t.startswith("#"))
+        return BilingualIndex((t for t in self.idf if not t.startswith("#")), romanise=self.homophones.romanised)
 
 
 class KnowledgeBase:

@@ -351,3 +351,23 @@ def test_fast_per_question(corrector):
         times.append(time.perf_counter() - t)
     times.sort()
     assert times[len(times) // 2] < 0.002
+
+
+def test_romanised_names_are_read_by_sound_against_the_corpus(corrector):
+    """English questions name townships and hospitals in pinyin; no list of names is kept."""
+    assert corrector.romanised("Hadashan") == "哈达山"
+    assert corrector.romanised("hutian") == "湖田"
+    assert corrector.romanised("Lincang") == "临沧"
+    # the spelling fixes the length, the corpus the characters: a name the corpus lacks is None
+    assert corrector.romanised("Chaoyang") is None
+    # plain English words are no pinyin reading of the corpus
+    for word in ("meeting", "council", "change", "china", "plan", "hospital"):
+        assert corrector.romanised(word) is None, word
+    assert corrector.romanised("ab") is None and corrector.romanised("中文") is None
+
+
+def test_a_reading_two_corpus_names_share_is_not_guessed():
+    both = HomophoneCorrector(["雁江城区的医院和沿江社区卫生服务中心。雁江。沿江。"])
+    assert both.romanised("yanjiang") is None
+    one = HomophoneCorrector(["雁江城区的医院。雁江区。"])
+    assert one.romanised("yanjiang") == "雁江"

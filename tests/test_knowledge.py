@@ -319,3 +319,12 @@ def test_how_many_and_how_much_need_a_number_in_the_answer(app_context):
                                            ("资阳医联体有哪几种组建形式？", None, "")]:  # 哪几种 asks a list
         answer = app_context.kb.ask(question, consortium=consortium)
         assert not answer.refused and expected in answer.text.replace(" ", ""), question
+
+
+def test_english_question_naming_a_township_in_pinyin_finds_its_row(app_context):
+    """"Hadashan" is 哈达山 by sound: the contact-list row of that health centre is quoted."""
+    answer = app_context.kb.ask("who is the contact person for Hadashan health center?")
+    assert not answer.refused
+    assert answer.text.startswith("According to the policy documents")
+    first = answer.text.split("\n\n")[1]
+    assert "哈达山卫生院" in first and "欧子阳" in first
