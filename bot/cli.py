@@ -30,6 +30,40 @@ def _context() -> AppContext:
     return build_context(settings)
 
 
+@app.command("check-config")
+def check_config() -> None:
+    """Validate the settings and reach the database, Chroma and the chat APIs: one line each."""
+    from pydantic import ValidationError
+
+    from bot.check_config import check_all
+
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "YILIAN_" + "_".join(str(p) for p in error["loc"]).upper()
+            typer.echo(f"✗ {name}: {error['msg']}", err=True)
+        raise typer.Exit(1) from None
+    findings = check_all(settings)
+    for finding in findings:
+        typer.echo(finding.line(), err=not finding.ok)
+    raise typer.Exit(0 if all(f.ok for f in findings) else 1)
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild the vector store (Chroma) from the database, e.g. after a restore."""
+    ctx = _context()
+    try:
+        written, deleted = ctx.kb.reindex()
+    except Exception as exc:  # noqa: BLE001 - the store is unreachable: one line, not a traceback
+        typer.echo(f"✗ vector store: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        ctx.close()
+    typer.echo(f"✓ {written} chunk vectors written, {deleted} stale vectors deleted")
+
+
 @app.command()
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files (PDF, DOCX, TXT, MD) or folders."),
@@ -58,7 +92,8 @@ def ingest(
         # Every bad file is reported on exactly one line naming it (no traceback); the others
         # are still indexed, and the exit code is 1 if any file failed.
         try:
-            res = ctx.kb.ingest_path(f, uploaded_by=by, consortium=consortium, title=title)
+            # this process answers nothing: every worker picks the new generation up itself
+            res = ctx.kb.ingest_path(f, uploaded_by=by, consortium=consortium, title=title, install=False)
         except IngestError as exc:
             failures += 1
             typer.echo(f"✗ {exc.file_name}: {exc.reason} ({exc.reason_zh})", err=True)

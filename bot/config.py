@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     invite_ttl_hours: int = 72
     log_level: str = "INFO"
     log_json: bool = False
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics to any address (default: loopback and private networks only).")
 
     @cached_property
     def resolved_data_dir(self) -> Path:

@@ -52,7 +52,9 @@ class AppContext:
 
         embedder = make_embedder(self.settings.embedding_model)
         vectors = ChromaIndex(path=self.settings.chroma_path, url=self.settings.chroma_url, collection=embedder.name)
-        return KnowledgeBase(
+        from bot import metrics
+
+        kb = KnowledgeBase(
             self.sessions,
             embedder,
             vectors,
@@ -62,6 +64,9 @@ class AppContext:
             max_pdf_pages=self.settings.max_pdf_pages,
             synthesizer=make_synthesizer(self.settings),
         )
+        kb.answer_observers.append(metrics.observe_answer)
+        kb.ingest_observers.append(metrics.observe_ingest)
+        return kb
 
     def close(self) -> None:
         self.engine.dispose()

@@ -39,6 +39,7 @@ from sqlalchemy import delete, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import metrics
 from bot.outbox import OutboxStore, enqueue_many
 from bot.ratelimit import Decision, RatePolicy
 from storage.models import InboundMessage, ProcessedUpdate
@@ -135,6 +136,8 @@ class InboxStore:
                 key_of = {row["external_id"]: key for key, row in rows_in.items()}
                 rows = session.execute(insert(_T).returning(_T.c.id, _T.c.external_id), list(rows_in.values()))
                 ids = {key_of[r.external_id]: r.id for r in rows}
+        if ids:
+            metrics.MESSAGES_IN.labels(self.channel).inc(len(ids))
         # the first of several copies in one batch gets the row
         return [ids.pop(item.external_id, None) for item in items]
 

@@ -53,5 +53,5 @@ def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler.setFormatter(_Formatter(as_json))
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("httpx", "chromadb", "jieba", "pypdf", "alembic", "telegram.ext.Updater"):
+    for noisy in ("httpx", "chromadb", "jieba", "pypdf", "alembic", "bm25s", "telegram.ext.Updater"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -43,6 +43,7 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import metrics
 from storage.models import OutboxMessage
 from storage.types import as_utc, utcnow
 
@@ -346,6 +347,7 @@ class OutboxSender:
             await self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
             return
         await asyncio.to_thread(self.store.mark_sent, item, note=note)
+        metrics.MESSAGES_OUT.labels(item.channel).inc()
         log.info("outbox row %s sent", item.id,
                  extra={"channel": item.channel, "recipient": item.recipient, "attempts": item.attempts})
 
@@ -365,11 +367,13 @@ class OutboxSender:
             log.error("outbox row %s failed (%s): %s", item.id, reason, error,
                       extra={"channel": item.channel, "recipient": item.recipient, "attempts": item.attempts})
             await asyncio.to_thread(self.store.mark_failed, item, error)
+            metrics.OUTBOX_FAILED.labels(item.channel).inc()
             return
         delay = self.backoff_s(item.attempts, exc.retry_after_s)
         log.warning("outbox row %s: attempt %s failed (%s); retrying in %.1fs", item.id, item.attempts, error, delay,
                     extra={"channel": item.channel, "recipient": item.recipient})
         await asyncio.to_thread(self.store.mark_retry, item, delay, error)
+        metrics.OUTBOX_RETRIES.labels(item.channel).inc()
 
 
 __all__ = [

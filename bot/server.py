@@ -3,6 +3,7 @@
 ``create_app(ctx, engine)`` serves
 
 * ``GET /healthz`` — 200 while the process is alive;
+* ``GET /metrics`` — Prometheus metrics (``bot.metrics``), to private addresses only;
 * ``GET /readyz`` — 200 when the database answers and the knowledge base is loaded and has
   documents, else 503 with ``{"ready": false, "reason": ...}``;
 * the local web chat at ``/`` (``bot.webchat``) unless ``settings.web_chat`` is false.
@@ -113,6 +114,26 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": False, "reason": reason}, status=503)
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus exposition. Served to loopback and private addresses only, unless
+    ``YILIAN_METRICS_PUBLIC`` (the proxy in deploy/nginx.conf does not forward it at all)."""
+    from bot import metrics
+
+    ctx = request.app[CTX_KEY]
+    if not ctx.settings.metrics_public and not _is_private(request.remote):
+        raise web.HTTPNotFound()
+    body, content_type = await asyncio.to_thread(metrics.render, ctx.sessions)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _is_private(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").strip("[]"))
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
+
+
 def add_channel_routes(app: web.Application, setup_fn: SetupFn, *, name: str | None = None) -> None:
     """Let a channel add its routes (call before the server starts: the router freezes then)."""
     setup_fn(app)
@@ -141,6 +162,7 @@ def create_app(
     setup_security(app, ctx)  # Host and Origin checks on every route
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     if ctx.settings.web_chat if web_chat is None else web_chat:
         from bot.webchat import setup_webchat
 

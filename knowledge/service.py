@@ -25,6 +25,8 @@ import re
 import secrets
 import threading
 import time
+from collections import Counter
+from sys import intern
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -95,6 +97,14 @@ EMBED_BATCH = 32
 
 @dataclass(frozen=True)
 class ChunkView:
+    """One live clause as the answering side holds it: its body once, its tokens as one string.
+
+    Every worker holds every clause; with hundreds of documents a set of token strings per
+    clause, and a second copy of each body with its citation, were most of a worker's memory.
+    ``tokens`` and ``text`` are worked out when asked for, which happens for a question's
+    candidates only.
+    """
+
     id: str
     document_title: str
     consortium: str | None
@@ -102,8 +112,16 @@ class ChunkView:
     clause_no: str | None
     kind: str
     body: str
-    text: str
-    tokens: frozenset[str]
+    token_text: str
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        return frozenset(self.token_text.split())
+
+    @property
+    def text(self) -> str:
+        """Title, headings and body: what was embedded and indexed, and what evaluation reads."""
+        return " › ".join([self.document_title, *self.heading_path]) + "\n" + self.body
 
     @cached_property
     def heading_tokens(self) -> frozenset[str]:
@@ -259,7 +277,7 @@ class _Snapshot:
     generation: int
     chunks: list[ChunkView] = field(default_factory=list)
     position: dict[str, int] = field(default_factory=dict)
-    bm25: object | None = None
+    bm25: LexicalIndex | None = None
     idf: dict[str, float] = field(default_factory=dict)
     unknown_idf: float = 1.0
     # words that single out one document by name ("临沧", "油田医院"), per document title
@@ -291,6 +309,11 @@ class KnowledgeBase:
         synthesizer: object | None = None,
     ) -> None:
         self._synthesizer = synthesizer
+        #: called with (answer, degraded) after every answer, and (status, seconds) after every
+        #: ingest: how the application layer counts them (``bot.metrics``) without this layer
+        #: knowing about Prometheus
+        self.answer_observers: list[Callable[[Answer, bool], None]] = []
+        self.ingest_observers: list[Callable[[str, float], None]] = []
         self._sessions = session_factory
         self._embedder = embedder
         self._vectors = vectors
@@ -322,8 +345,13 @@ class KnowledgeBase:
         consortium: str | None = None,
         title: str | None = None,
         may_replace: Callable[[str | None], bool] | None = None,
+        install: bool = True,
     ) -> IngestResult:
         """Add or replace one document. Raises IngestError (index untouched) on bad input.
+
+        ``install=False`` commits without loading the new snapshot into this process (the next
+        question here loads it, as every other worker does): a bulk import of hundreds of files
+        would otherwise rebuild the whole index after each one.
 
         ``may_replace(existing_consortium)`` is asked before an existing document of the same
         title (compared by ``title_key``) is replaced (an admin may only replace their own
@@ -331,6 +359,15 @@ class KnowledgeBase:
         over by an upload for a different ``consortium`` either; ``consortium=None`` keeps the
         existing document's consortium.
         """
+        started = time.perf_counter()
+        result = self._ingest_bytes(file_name, data, uploaded_by=uploaded_by, consortium=consortium, title=title,
+                                    may_replace=may_replace, install=install)
+        _notify(self.ingest_observers, result.status, time.perf_counter() - started)
+        return result
+
+    def _ingest_bytes(self, file_name: str, data: bytes, *, uploaded_by: str | None, consortium: str | None,
+                      title: str | None, may_replace: Callable[[str | None], bool] | None,
+                      install: bool) -> IngestResult:
         from knowledge.readers import extract
 
         file_name = clean_title(file_name) or "(unnamed file)"
@@ -397,7 +434,10 @@ class KnowledgeBase:
             if generation is None:  # someone registered the very same content meanwhile
                 self._vectors.delete(ids)
                 return result
-            self._install(generation)  # committed: answers come from the new version from now on
+            if install:
+                self._install(generation)  # committed: answers come from the new version from now on
+            else:
+                self._installing = None  # the next question reloads
         if old_ids:
             self._vectors.delete(old_ids)
         log.info("document %s", result.status, extra={"title": title, "version": result.version,
@@ -509,6 +549,27 @@ class KnowledgeBase:
             raise IngestError(name, f"cannot read file: {exc.strerror or exc}", "无法读取文件") from exc
         return self.ingest_bytes(name, data, **kwargs)  # type: ignore[arg-type]
 
+    def reindex(self) -> tuple[int, int]:
+        """Rebuild the vector store from the database: every live chunk embedded and upserted,
+        every vector of no live chunk deleted. After a restore of PostgreSQL, or a lost Chroma
+        volume (answers fall back to BM25 meanwhile). Returns (vectors written, deleted)."""
+        snap = self.snapshot()
+        with self._sessions() as session:
+            versions = dict(session.execute(select(Document.title, Document.version)).all())
+        versions = {clean_title(t): v for t, v in versions.items()}
+        live = snap.chunks
+        for start in range(0, len(live), 256):
+            batch = live[start : start + 256]
+            self._vectors.upsert(
+                [c.id for c in batch],
+                self._embed([c.text for c in batch]),
+                [{"document": c.document_title, "version": versions.get(c.document_title, 0),
+                  "consortium": c.consortium or ""} for c in batch],
+            )
+        stale = sorted(self._vectors.ids() - {c.id for c in live})
+        self._vectors.delete(stale)
+        return len(live), len(stale)
+
     def remove(self, title: str, *, removed_by: str | None = None) -> bool:
         """Delete a document from SQL and the vector index. False if no such title.
 
@@ -616,7 +677,9 @@ class KnowledgeBase:
             for cid, sim in self._dense_candidates(question)
             if cid in snap.position  # only live chunks, whatever the vector index still holds
         }
-        candidates = {int(p) for p in np.argsort(-bm25_scores)[:LEXICAL_CANDIDATES] if bm25_scores[p] > 0}
+        top = min(LEXICAL_CANDIDATES, len(bm25_scores))  # top-k selection, not a full sort
+        best = np.argpartition(-bm25_scores, top - 1)[:top] if top else []
+        candidates = {int(p) for p in best if bm25_scores[p] > 0}
         candidates.update(dense_by_pos)
         hits = []
         for pos in candidates:
@@ -646,7 +709,18 @@ class KnowledgeBase:
                 # than an unrelated one of their own
                 hit.score += OWN_CONSORTIUM_BONUS
         hits.sort(key=lambda h: h.score, reverse=True)
-        return query, hits[:k]
+        # a clause copied word for word into several documents (a city plan repeating the
+        # province's) counts once, from its best-ranked document: the copies would crowd out
+        # the next different clause, and the gap to it is what says how clear the answer is
+        unique, seen = [], set()
+        for hit in hits:
+            body = "".join(hit.chunk.body.split())
+            if body not in seen:
+                seen.add(body)
+                unique.append(hit)
+                if len(unique) == k:
+                    break
+        return query, unique
 
     def _dense_candidates(self, question: str) -> list[tuple[str, float]]:
         """Chroma's nearest chunks, or none while it cannot be reached (a Chroma server down or
@@ -687,7 +761,16 @@ class KnowledgeBase:
         if self._synthesizer is not None and not answer.refused:
             answer = self._synthesizer.improve(answer)
         answer.ms = (time.perf_counter() - started) * 1000
+        _notify(self.answer_observers, answer, self.degraded is not None)
         return answer
+
+
+def _notify(observers: list[Callable[..., None]], *args: object) -> None:
+    for observe in observers:
+        try:
+            observe(*args)
+        except Exception:  # noqa: BLE001 - counting must never break an answer or an upload
+            log.debug("observer %r failed", observe, exc_info=True)
 
 
 def _registered_title(file_name: str, given: str | None, extracted: str) -> str:
@@ -825,22 +908,33 @@ def _distinctive_title_words(chunks: list[ChunkView]) -> dict[str, frozenset[str
     return result
 
 
-def _lucene_bm25(corpus: list[list[str]]):
-    """BM25 with Lucene's always-positive IDF, log(1 + (N - n + 0.5) / (n + 0.5)).
+class LexicalIndex:
+    """BM25 over the chunks' jieba tokens as a sparse matrix (``bm25s``): a question touches only
+    the postings of its own terms, so its cost barely grows with the corpus.
 
-    rank_bm25's Okapi IDF goes to zero or below when a term is in half the chunks, which on a
-    small knowledge base (one freshly uploaded policy) makes every term worthless.
+    Lucene's always-positive IDF, log(1 + (N - n + 0.5) / (n + 0.5)): the Okapi IDF goes to zero
+    or below when a term is in half the chunks, which on a small knowledge base (one freshly
+    uploaded policy) makes every term worthless. A term asked twice counts twice.
     """
 
-    from rank_bm25 import BM25Okapi
+    def __init__(self, corpus: list[list[str]]) -> None:
+        import bm25s
 
-    class LuceneBM25(BM25Okapi):
-        def _calc_idf(self, nd):  # noqa: ANN001 - rank_bm25's signature
-            for word, freq in nd.items():
-                self.idf[word] = math.log(1 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
-            self.average_idf = sum(self.idf.values()) / max(len(self.idf), 1)
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
+        self._bm25 = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+        self._bm25.index(corpus, show_progress=False)
+        self._ids = self._bm25.vocab_dict
+        n = len(corpus)
+        df = Counter(t for doc in corpus for t in set(doc))
+        #: term → IDF (the weight of a question's concept, see ``Query``)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.size = n
 
-    return LuceneBM25(corpus)
+    def get_scores(self, tokens: list[str]) -> np.ndarray:
+        ids = [self._ids[t] for t in tokens if t in self._ids]
+        if not ids:
+            return np.zeros(self.size, dtype=np.float32)
+        return self._bm25.get_scores_from_ids(ids)
 
 
 def _load_snapshot(session: Session, generation: int) -> _Snapshot:
@@ -851,22 +945,21 @@ def _load_snapshot(session: Session, generation: int) -> _Snapshot:
         )
         .join(Document)
         .order_by(Document.title, Chunk.seq)
-    ).all()
+        .execution_options(yield_per=2000)  # streamed: never all rows and all views at once
+    )
     chunks = []
     corpus = []
     shown: dict[str, str] = {}
     for cid, kind, clause_no, heading_path, body, token_text, raw_title, consortium in rows:
         title = shown.get(raw_title) or shown.setdefault(raw_title, clean_title(raw_title))
-        tokens = token_text.split()
-        corpus.append(tokens)
-        path = tuple(heading_path or ())
-        text = " › ".join([title, *path]) + "\n" + body
-        chunks.append(ChunkView(cid, title, consortium, path, clause_no, kind, body, text, frozenset(tokens)))
+        corpus.append([intern(t) for t in token_text.split()])  # one string per distinct token
+        path = tuple(intern(h) for h in heading_path or ())
+        chunks.append(ChunkView(cid, title, consortium, path, clause_no, kind, body, token_text))
     snap = _Snapshot(generation=generation, chunks=chunks, position={c.id: i for i, c in enumerate(chunks)})
     if corpus:
-        bm25 = _lucene_bm25(corpus)
+        bm25 = LexicalIndex(corpus)
         snap.bm25 = bm25
-        snap.idf = dict(bm25.idf)
+        snap.idf = bm25.idf
         snap.unknown_idf = max(snap.idf.values())
         snap.title_words = _distinctive_title_words(chunks)
     return snap

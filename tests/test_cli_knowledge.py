@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from knowledge.samples import SAMPLES_DIR
@@ -63,3 +64,25 @@ def test_eval_prints_one_json_object_and_writes_details(cli, tmp_path):
     assert len(rows[0]["passages"]) == 10
     unanswerable = next(r for r in rows if r["id"] == "du1")
     assert unanswerable["refused"] is True
+
+
+def test_reindex_rebuilds_a_lost_vector_store_from_the_database(cli, tmp_path):
+    from bot.context import build_context
+    from tests.conftest import make_settings
+
+    deyang = SAMPLES_DIR / "德阳市人民医院城市医疗集团工作制度.txt"
+    assert cli("ingest", str(deyang)).exit_code == 0
+    ctx = build_context(make_settings(tmp_path / "var"))
+    try:
+        vectors = ctx.kb._vectors
+        vectors.delete(sorted(vectors.ids()))  # the vector store is lost; the database is not
+        vectors.upsert(["orphan-1"], np.ones((1, 512), dtype=np.float32), [{"document": "gone"}])
+        assert not any(h.dense > 0 for h in ctx.kb.retrieve("联席会议多久开一次？"))
+        result = cli("reindex")
+        assert result.exit_code == 0, result.output
+        live = {c.id for c in ctx.kb.snapshot().chunks}
+        assert f"✓ {len(live)} chunk vectors written, 1 stale vectors deleted" in result.output
+        assert vectors.ids() == live
+        assert any(h.dense > 0 for h in ctx.kb.retrieve("联席会议多久开一次？"))  # dense retrieval is back
+    finally:
+        ctx.close()
