@@ -262,6 +262,28 @@ class InboxStore:
             enqueue_many(session, self.channel, row.user_key, payloads, f"{self.channel}:{row.external_id}", now=now)
         return True
 
+    async def finish_patiently(self, row: ClaimedInbound, payloads: list[dict[str, Any]], *,
+                               budget_s: float, first_delay_s: float = 0.2) -> bool | None:
+        """``finish``, tried again while the database is unreachable (a PostgreSQL restart takes
+        seconds): the replies already made are queued as soon as it is back, instead of the
+        message waiting for its lease to run out and being answered a second time from scratch.
+        True: queued; False: the claim was lost; None: still failing after ``budget_s`` (keep it
+        well inside the lease), the recovery loop takes the message up again later."""
+        deadline = time.monotonic() + budget_s
+        delay = first_delay_s
+        while True:
+            try:
+                return await asyncio.to_thread(self.finish, row, payloads)
+            except Exception as exc:  # noqa: BLE001 - database trouble: wait and try again
+                if time.monotonic() + delay > deadline:
+                    log.error("%s message %s: replies could not be queued (%s); left for recovery",
+                              self.channel, row.external_id, type(exc).__name__)
+                    return None
+                log.warning("%s message %s: replies could not be queued (%s); retrying in %.1fs",
+                            self.channel, row.external_id, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def retry(self, row: ClaimedInbound, delay_s: float, error: str, *, now: datetime | None = None) -> None:
         now = as_utc(now) if now else utcnow()
         with self.sessions.begin() as session:

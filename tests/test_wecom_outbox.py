@@ -228,3 +228,37 @@ def test_answered_messages_are_not_kept_and_old_rows_are_pruned(sessions):
         assert s.scalars(select(InboundMessage.payload)).one() == {}
     assert inbox.prune(now=utcnow() + timedelta(days=6)) == 0
     assert inbox.prune(now=utcnow() + timedelta(days=8)) == 1
+
+
+async def test_replies_are_queued_as_soon_as_the_database_is_back(sessions, monkeypatch):
+    """A database restart while the replies are being queued: they are queued when it answers
+    again (seconds), not after the message's lease has run out."""
+    from sqlalchemy.exc import OperationalError
+
+    from bot.inbox import InboxStore, NewInbound
+
+    inbox = InboxStore(sessions, "wecom")
+    [row_id] = inbox.accept_batch([NewInbound("msg:db", "u1", {"MsgType": "text", "Content": "你好"})], lease_s=60)
+    row = inbox.claim(row_id, lease_s=60)
+    real_finish = inbox.finish
+    failures = {"left": 3}
+
+    def flaky_finish(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("UPDATE inbound_messages", {}, ConnectionError("server closed the connection"))
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(inbox, "finish", flaky_finish)
+    reply = [{"msgtype": "text", "text": {"content": "您好"}}]
+    started = time.monotonic()
+    assert await inbox.finish_patiently(row, reply, budget_s=5, first_delay_s=0.05) is True
+    assert time.monotonic() - started < 2 and failures["left"] == 0
+    with sessions() as s:
+        assert list(s.scalars(select(OutboxMessage.dedupe_key))) == ["wecom:msg:db:0"]
+    # still down after the budget: left to the recovery loop, nothing queued
+    [other] = inbox.accept_batch([NewInbound("msg:db2", "u2", {"MsgType": "text", "Content": "在吗"})], lease_s=60)
+    failures["left"] = 100
+    assert await inbox.finish_patiently(inbox.claim(other, lease_s=60), reply, budget_s=0.3, first_delay_s=0.05) is None
+    with sessions() as s:
+        assert len(list(s.scalars(select(OutboxMessage.dedupe_key)))) == 1

@@ -439,10 +439,8 @@ class TelegramChannel:
             log.error("telegram update %s: giving up after %s attempts (%s)", row.external_id, row.attempts,
                       self._redact(exc))
             payloads = render_replies([Reply(_pick(ENGINE_ERROR, update))])
-        try:
-            finished = await asyncio.to_thread(self.inbox.finish, row, payloads)
-        except Exception:
-            log.exception("telegram update %s: replies could not be queued; will retry", row.external_id)
+        finished = await self.inbox.finish_patiently(row, payloads, budget_s=self.options.inbound_lease_s * 0.5)
+        if finished is None:
             return  # the lease runs out and the recovery loop processes the update again
         if not finished:
             log.warning("telegram update %s: claim lost before the replies were queued", row.external_id)

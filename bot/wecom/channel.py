@@ -377,10 +377,8 @@ class WeComChannel:
                 return
             log.error("wecom message %s: giving up after %s attempts (%s)", row.external_id, row.attempts, exc)
             payloads = render_replies([Reply(text=ENGINE_ERROR_ZH)])
-        try:
-            finished = await asyncio.to_thread(self.inbox.finish, row, payloads)
-        except Exception:
-            log.exception("wecom message %s: replies could not be queued; will retry", row.external_id)
+        finished = await self.inbox.finish_patiently(row, payloads, budget_s=self.options.inbound_lease_s * 0.5)
+        if finished is None:
             return  # the lease runs out and the recovery loop processes the message again
         if not finished:
             log.warning("wecom message %s: claim lost before the replies were queued", row.external_id)
