@@ -2,13 +2,39 @@
 
 Fields passed with ``extra={...}`` are rendered. Phone and ID numbers are masked on the way out
 as a last line of defence, even if a caller forgot to mask them.
+
+Every line written while a message is handled carries its ``request_id``: the channel sets it
+when a callback or update arrives (``request_id_for(channel, external id)``), it follows the
+work into the engine's thread (``asyncio.to_thread`` copies the context), and the outbox sets the
+same id again when it sends that message's replies, derived from the outbox row's dedupe key. So
+one grep follows a message from WeCom through the engine to ``message/send``. The id is a hash,
+never the platform's message id or user.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
+from contextvars import ContextVar
+
+#: The id of the message (or HTTP request) being handled, for every log line meanwhile.
+REQUEST_ID: ContextVar[str | None] = ContextVar("yilian_request_id", default=None)
+
+
+def request_id_for(channel: str, external_id: str) -> str:
+    """A stable, opaque id of one inbound message: the same in every worker and in the outbox."""
+    return f"{channel[:2]}-" + hashlib.sha256(f"{channel}:{external_id}".encode()).hexdigest()[:12]
+
+
+def request_id_of_outbox_key(dedupe_key: str) -> str | None:
+    """The request id of the inbound message an outbox row answers (``channel:external_id:part``)."""
+    channel, _, rest = dedupe_key.partition(":")
+    external_id, _, part = rest.rpartition(":")
+    if not channel or not external_id or not part.isdigit():
+        return None
+    return request_id_for(channel, external_id)
 
 from storage.privacy import scrub_text as mask_sensitive
 
@@ -22,6 +48,9 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            fields.setdefault("request_id", request_id)
         message = mask_sensitive(record.getMessage())
         if self.as_json:
             payload = {

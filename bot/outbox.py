@@ -44,6 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
+from bot.logging_setup import REQUEST_ID, request_id_of_outbox_key
 from storage.models import OutboxMessage
 from storage.types import as_utc, utcnow
 
@@ -336,6 +337,13 @@ class OutboxSender:
                 pass
 
     async def _deliver(self, item: OutboxItem) -> None:
+        token = REQUEST_ID.set(request_id_of_outbox_key(item.dedupe_key))  # the message it answers
+        try:
+            await self._deliver_item(item)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _deliver_item(self, item: OutboxItem) -> None:
         transport = self.transports[item.channel]
         try:
             note = await transport.send(item)

@@ -134,6 +134,23 @@ def _is_private(address: str | None) -> bool:
     return ip.is_loopback or ip.is_private
 
 
+@web.middleware
+async def request_id_middleware(request: web.Request, handler):  # noqa: ANN001 - aiohttp's signature
+    """Every HTTP request gets an id for its log lines (a channel callback replaces it with the
+    id of the message it carries); the response says it in ``X-Request-ID`` for support."""
+    import secrets
+
+    from bot.logging_setup import REQUEST_ID
+
+    token = REQUEST_ID.set("ht-" + secrets.token_hex(6))
+    try:
+        response = await handler(request)
+        response.headers.setdefault("X-Request-ID", REQUEST_ID.get() or "")
+        return response
+    finally:
+        REQUEST_ID.reset(token)
+
+
 def add_channel_routes(app: web.Application, setup_fn: SetupFn, *, name: str | None = None) -> None:
     """Let a channel add its routes (call before the server starts: the router freezes then)."""
     setup_fn(app)
@@ -155,7 +172,7 @@ def create_app(
     """
     from bot.webauth import setup_security, setup_webauth
 
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[request_id_middleware])
     app[CTX_KEY] = ctx
     app[ENGINE_KEY] = engine
     app[CHANNELS_KEY] = []

@@ -463,3 +463,41 @@ async def test_a_started_channel_prunes_old_rows_periodically(fake, make_ctx, en
         await fake.wait_for(lambda: channel.housekeeping.runs == 1)
         await asyncio.sleep(0.5)  # several recovery ticks
         assert channel.housekeeping.runs == 1 and channel.housekeeping.interval_s == 3600
+
+
+async def test_one_request_id_follows_a_message_from_callback_to_send(fake, make_ctx, engine_for):
+    """JSON log lines of the callback, the processing and the outbox send share one request id,
+    which reveals neither the message id nor the user."""
+    import io
+    import json
+    import logging
+
+    from bot.logging_setup import _Formatter, request_id_for
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(_Formatter(as_json=True))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        ctx = make_ctx()
+        async with serve_app(ctx, engine_for(ctx), fast_options()) as (url, channel), \
+                aiohttp.ClientSession() as http:
+            msg_id = next_msg_id()
+            assert (await WeComSender(url).post(http, text_xml(BOUND_USER, QUESTION, msg_id)))[0] == 200
+            await fake.wait_delivered(BOUND_USER, 1)
+            await _settled(channel, fake, ctx)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    with ctx.sessions() as session:
+        [key] = session.scalars(select(InboundMessage.external_id))
+    rid = request_id_for("wecom", key)
+    mine = [line for line in lines if line.get("request_id") == rid]
+    said = {line["msg"] for line in mine}
+    assert "wecom message processed" in said
+    assert any(m.startswith("outbox row") and m.endswith("sent") for m in said)
+    assert str(msg_id) not in rid and BOUND_USER not in rid

@@ -56,6 +56,7 @@ from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, Telegr
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
+from bot.logging_setup import REQUEST_ID, request_id_for
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.ratelimit import RATE_LIMITED_EN, RATE_LIMITED_ZH, RatePolicy
@@ -364,6 +365,7 @@ class TelegramChannel:
         sender = update.effective_user
         # in a group the chat is where replies go, but limits are per person
         sender_key = str(sender.id) if sender is not None and str(sender.id) != chat else None
+        REQUEST_ID.set(request_id_for(CHANNEL, self.external_id(update)))
         item = NewInbound(external_id=self.external_id(update), user_key=chat, payload=update.to_dict(),
                           sender_key=sender_key)
         deadline = time.monotonic() + self.options.accept_deadline_s
@@ -411,6 +413,13 @@ class TelegramChannel:
         await self._locks.run(row.user_key, run)
 
     async def _process(self, row: ClaimedInbound) -> None:
+        token = REQUEST_ID.set(request_id_for(CHANNEL, row.external_id))
+        try:
+            await self._process_row(row)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _process_row(self, row: ClaimedInbound) -> None:
         started = time.perf_counter()
         update = Update.de_json(row.payload, self.application.bot)
         if update.callback_query is not None and row.attempts == 1:

@@ -43,6 +43,7 @@ import xmltodict
 from aiohttp import web
 
 from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
+from bot.logging_setup import REQUEST_ID, request_id_for
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.ratelimit import RatePolicy, looks_english, rate_limit_notice
@@ -253,6 +254,7 @@ class WeComChannel:
             log.warning("wecom callback for another agent (%s) ignored", agent)
             return web.Response(status=200, text="")
         key = dedupe_key(fields)
+        REQUEST_ID.set(request_id_for(CHANNEL, key))  # this request's task only
         if classify(fields, key).kind == "ignore":
             return web.Response(status=200, text="")
         item = NewInbound(external_id=key, user_key=str(fields["FromUserName"]), payload=fields)
@@ -354,6 +356,13 @@ class WeComChannel:
         await self._user_locks.run(row.user_key, run)
 
     async def _process(self, row: ClaimedInbound) -> None:
+        token = REQUEST_ID.set(request_id_for(CHANNEL, row.external_id))
+        try:
+            await self._process_row(row)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _process_row(self, row: ClaimedInbound) -> None:
         started = time.perf_counter()
         try:
             if row.rate_limited:  # over the user's rate limit: the notice, not an answer
