@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         default=25, ge=1, le=30, description="Messages per member per minute (WeCom drops more than 30)."
     )
 
+    # --- delivery (every channel) -------------------------------------------------------------------
+    inbound_lease_s: float = Field(
+        default=120.0, gt=1, description="How long a worker holds an inbound message before another may take it over.")
+    recovery_interval_s: float = Field(
+        default=15.0, gt=0, description="How often a worker picks up messages a crashed worker left behind.")
+    outbox_lease_s: float = Field(
+        default=60.0, gt=1, description="How long a worker holds an outbound message it is sending.")
+
     # --- abuse limits (per user, every channel) ---------------------------------------------------
     rate_limit_per_minute: int = Field(default=20, ge=0, description="Sustained messages per minute per user; 0 = off.")
     rate_limit_burst: int = Field(default=8, ge=1, description="Messages a user may send back to back.")

@@ -118,6 +118,13 @@ class TelegramOptions:
     #: Telegram allows about one message per second in a chat and 20 per minute in a group.
     outbox: OutboxOptions = field(default_factory=lambda: OutboxOptions(per_minute=20))
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TelegramOptions":
+        """Defaults, with the leases and the recovery period from Settings."""
+        options = cls(inbound_lease_s=settings.inbound_lease_s, recovery_interval_s=settings.recovery_interval_s)
+        options.outbox.lease_s = settings.outbox_lease_s
+        return options
+
 
 def file_api_base(api_base: str, configured: str | None = None) -> str:
     """The file download base (``…/file/bot``) belonging to an API base (``…/bot``)."""
@@ -147,7 +154,7 @@ class TelegramChannel:
         self.ctx = ctx
         self.settings = settings
         self.engine = engine
-        self.options = options or TelegramOptions()
+        self.options = options or TelegramOptions.from_settings(settings)
         token = settings.telegram_token.get_secret_value()
         self._token = token
         #: update_ids are per bot: the dedupe key includes the bot's id so a new token starts afresh.

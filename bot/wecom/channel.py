@@ -106,7 +106,8 @@ class WeComOptions:
     @classmethod
     def from_settings(cls, settings: Any) -> "WeComOptions":
         """Defaults, with the choice style and per-member pacing from Settings."""
-        options = cls()
+        options = cls(inbound_lease_s=settings.inbound_lease_s, recovery_interval_s=settings.recovery_interval_s)
+        options.outbox.lease_s = settings.outbox_lease_s
         options.choice_style = settings.wecom_choice_style
         options.outbox.per_minute = settings.wecom_per_user_per_minute
         options.rate_limit = RatePolicy.from_settings(settings)
