@@ -6,6 +6,9 @@ with SIGKILL and the database is restarted. Like WeCom, the sender retries a cal
 no 200 (connection refused, 5xx) on another worker. Afterwards every message has been stored
 once and answered once: no reply lost, none sent twice.
 
+The same over the Telegram webhook: an update posted to two workers, one worker killed, the
+database restarted; each update answered once.
+
 Then freshness: a policy replaced through the CLI is quoted by every worker within 10 s.
 
 Skipped, with the reason, where no PostgreSQL server binaries are installed.
@@ -29,6 +32,8 @@ from sqlalchemy import create_engine, func, select
 
 from pg_cluster import PrivateCluster, free_port
 from storage.models import InboundMessage, OutboxMessage
+from tests.telegram_support import TOKEN as TELEGRAM_TOKEN
+from tests.telegram_support import FakeTelegram, text_update
 from tests.wecom_support import AES_KEY, AGENT_ID, CORP_ID, SECRET, TOKEN, FakeWeCom, WeComSender, text_xml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,3 +255,87 @@ async def test_a_replaced_policy_is_served_by_every_worker_within_ten_seconds(cl
         finally:
             for w in workers:
                 w.stop()
+
+
+@pytest.fixture
+async def fake_telegram():
+    fake = await FakeTelegram().start()
+    yield fake
+    await fake.close()
+
+
+async def _post_update(http: aiohttp.ClientSession, workers: list[Worker], first: int, update: dict,
+                       stats: Counter) -> None:
+    """Post one update as Telegram does: anything but 2xx → again later (here: on another worker)."""
+    for attempt in range(40):
+        worker = workers[(first + attempt) % len(workers)]
+        try:
+            async with http.post(f"{worker.url}/telegram/webhook", json=update,
+                                 headers={"X-Telegram-Bot-Api-Secret-Token": "webhook-secret-1"},
+                                 timeout=aiohttp.ClientTimeout(total=5)) as res:
+                if res.status == 200:
+                    stats["acked"] += 1
+                    return
+                stats[f"http_{res.status}"] += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            stats["refused"] += 1
+        await asyncio.sleep(0.25)
+    raise AssertionError("an update was never acknowledged")
+
+
+async def test_telegram_webhook_workers_survive_the_same_faults(cluster, fake_wecom, fake_telegram, tmp_path):
+    def env(name: str) -> dict[str, str]:
+        values = _env(cluster, tmp_path / name, fake_wecom.url, YILIAN_TELEGRAM_TOKEN=TELEGRAM_TOKEN,
+                      YILIAN_TELEGRAM_API_BASE=fake_telegram.url,
+                      YILIAN_TELEGRAM_WEBHOOK_URL="https://bot.example.org/telegram/webhook",
+                      YILIAN_TELEGRAM_WEBHOOK_SECRET="webhook-secret-1")
+        return {k: v for k, v in values.items() if not k.startswith("YILIAN_WECOM_")}
+
+    seed = env("seed")
+    _cli(seed, "db", "upgrade")
+    _cli(seed, "ingest", *[str(p) for p in sorted((REPO / "knowledge" / "samples").glob("*.txt"))])
+    workers = [Worker(env(f"w{i}"), tmp_path / f"w{i}.log") for i in range(3)]
+    stats: Counter = Counter()
+    updates = [text_update(900_000 + n, 500_000 + n % MEMBERS, QUESTIONS[n // MEMBERS])
+               for n in range(MEMBERS * PER_MEMBER)]
+    async with aiohttp.ClientSession() as http:
+        try:
+            for w in workers:
+                w.start()
+            await asyncio.gather(*(w.ready(http) for w in workers))
+            sent: list[asyncio.Task] = []
+            for n, update in enumerate(updates):
+                sent.append(asyncio.create_task(_post_update(http, workers, n, update, stats)))
+                if n % 10 == 0:  # the same update reaches a second worker
+                    sent.append(asyncio.create_task(_post_update(http, workers, n + 1, update, stats)))
+                if n == 50:
+                    workers[0].kill()
+                if n == 100:
+                    await asyncio.to_thread(cluster.restart, 1.0)
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*sent)
+            engine = create_engine(cluster.url)
+            deadline = time.monotonic() + 60
+            while True:
+                with engine.connect() as conn:
+                    pending = conn.scalar(select(func.count()).select_from(InboundMessage)
+                                          .where(InboundMessage.status != "done"))
+                    unsent = conn.scalar(select(func.count()).select_from(OutboxMessage)
+                                         .where(OutboxMessage.status != "sent"))
+                if pending == 0 and unsent == 0:
+                    break
+                assert time.monotonic() < deadline, f"{pending} updates unanswered, {unsent} replies unsent"
+                await asyncio.sleep(0.5)
+            with engine.connect() as conn:
+                inbound = conn.execute(select(InboundMessage.external_id)).scalars().all()
+                outbox = conn.execute(select(OutboxMessage.recipient)).scalars().all()
+            engine.dispose()
+        finally:
+            for w in workers:
+                w.stop()
+    assert len(inbound) == len(updates) == len(set(inbound))
+    answers = [m for m in fake_telegram.sent if m.method == "sendMessage"]
+    assert Counter(str(m.chat_id) for m in answers) == Counter(outbox)
+    assert len(answers) == len(outbox) >= len(updates)
+    assert len({(m.chat_id, m.text) for m in answers}) == len(answers)  # nothing sent twice
+    assert stats["refused"] > 0 and any(k.startswith("http_5") for k in stats), stats
