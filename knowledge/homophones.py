@@ -53,6 +53,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -131,6 +132,45 @@ def _toneless(s: str) -> str:
 
 
 _READINGS: dict[str, tuple[str, ...]] = {}
+#: The readings of every character pypinyin knows, precomputed by ``write_readings_table`` (so
+#: that answering never loads pypinyin's dictionaries: about 55 MB a worker).
+READINGS_TABLE = Path(__file__).parent / "data" / "char_readings.txt"
+_TABLE: dict[str, str] | None = None
+_TABLE_LOCK = threading.Lock()
+
+
+def _table() -> dict[str, str]:
+    """char → space-separated readings, from the shipped table (empty if it is missing)."""
+    global _TABLE
+    if _TABLE is None:
+        with _TABLE_LOCK:
+            if _TABLE is None:
+                table: dict[str, str] = {}
+                try:
+                    for line in READINGS_TABLE.read_text(encoding="utf-8").splitlines():
+                        ch, _, readings = line.partition("\t")
+                        table[ch] = readings
+                except OSError:  # pragma: no cover - a source checkout without the table
+                    pass
+                _TABLE = table
+    return _TABLE
+
+
+def pypinyin_readings(ch: str) -> tuple[str, ...]:
+    """What ``char_readings`` means, computed from pypinyin: its usual reading, plus the other
+    readings its phrase dictionary uses in at least ``_MIN_PHRASES`` words."""
+    from pypinyin import Style, pinyin
+
+    hets = pinyin(ch, style=Style.NORMAL, heteronym=True)[0] if ch else []
+    if not hets or hets[0] == ch or not hets[0].isascii() or not hets[0].isalpha():
+        return ()
+    used = _phrase_reading_counts().get(ch, {})
+    keep = [hets[0].lower()]
+    for r in hets[1:]:
+        r = r.lower()
+        if r not in keep and used.get(r, 0) >= _MIN_PHRASES:
+            keep.append(r)
+    return tuple(keep)
 
 
 def char_readings(ch: str) -> tuple[str, ...]:
@@ -138,21 +178,35 @@ def char_readings(ch: str) -> tuple[str, ...]:
     got = _READINGS.get(ch)
     if got is not None:
         return got
-    from pypinyin import Style, pinyin
-
-    hets = pinyin(ch, style=Style.NORMAL, heteronym=True)[0] if ch else []
-    if not hets or hets[0] == ch or not hets[0].isascii() or not hets[0].isalpha():
-        got = ()
+    table = _table()
+    if table:
+        readings = table.get(ch, "")
+        got = tuple(readings.split()) if readings else ()
     else:
-        used = _phrase_reading_counts().get(ch, {})
-        keep = [hets[0].lower()]
-        for r in hets[1:]:
-            r = r.lower()
-            if r not in keep and used.get(r, 0) >= _MIN_PHRASES:
-                keep.append(r)
-        got = tuple(keep)
+        got = pypinyin_readings(ch)
     _READINGS[ch] = got
     return got
+
+
+def readings_table_lines() -> list[str]:
+    """The table's lines, computed from the installed pypinyin (every character it knows)."""
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    lines = []
+    for code in sorted(pinyin_dict):
+        ch = chr(code)
+        readings = pypinyin_readings(ch)
+        if readings:
+            lines.append(f"{ch}\t{' '.join(readings)}")
+    return lines
+
+
+def write_readings_table() -> int:
+    """Regenerate ``READINGS_TABLE`` (after upgrading pypinyin): ``python -m knowledge.homophones``."""
+    lines = readings_table_lines()
+    READINGS_TABLE.parent.mkdir(exist_ok=True)
+    READINGS_TABLE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
 
 
 def _fuzzy(syl: str) -> str:
@@ -670,3 +724,7 @@ def _disagree(run: str, i: int, cand: str, j: int, other: str) -> bool:
     """Whether two readings of overlapping spans of ``run`` give some character differently."""
     lo, hi = max(i, j), min(i + len(cand), j + len(other))
     return any(cand[k - i] != other[k - j] for k in range(lo, hi))
+
+
+if __name__ == "__main__":
+    print(f"{write_readings_table()} characters written to {READINGS_TABLE}")

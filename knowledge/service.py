@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from knowledge.answerability import features, is_answerable
 from knowledge.bilingual import BilingualIndex
 from knowledge.homophones import HomophoneCorrector
+from knowledge.memory import release_free_memory
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, EN_HEADER, MAX_ANSWER_BYTES, Answer, compose
 from knowledge.counting import asks_count, count_in_sentence, count_in_tables, stated_count
 from knowledge.listing import asks_list, whole_list
@@ -286,7 +287,9 @@ class _Snapshot:
     @cached_property
     def homophones(self) -> HomophoneCorrector:
         """Pinyin-IME typo correction against this corpus (built on the first Chinese question)."""
-        return HomophoneCorrector(c.text for c in self.chunks)
+        corrector = HomophoneCorrector(c.text for c in self.chunks)
+        release_free_memory()  # the build's temporary arrays
+        return corrector
 
     @cached_property
     def bilingual(self) -> BilingualIndex:
@@ -962,4 +965,6 @@ def _load_snapshot(session: Session, generation: int) -> _Snapshot:
         snap.idf = bm25.idf
         snap.unknown_idf = max(snap.idf.values())
         snap.title_words = _distinctive_title_words(chunks)
+    del corpus
+    release_free_memory()  # the rows and token lists of the load are garbage now
     return snap

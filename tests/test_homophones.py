@@ -371,3 +371,12 @@ def test_a_reading_two_corpus_names_share_is_not_guessed():
     assert both.romanised("yanjiang") is None
     one = HomophoneCorrector(["雁江城区的医院。雁江区。"])
     assert one.romanised("yanjiang") == "雁江"
+
+
+def test_the_shipped_readings_table_is_what_the_pinned_pypinyin_gives():
+    """Answering reads character readings from knowledge/data/char_readings.txt, not from
+    pypinyin's dictionaries (tens of MB a worker); it must say exactly what pypinyin says.
+    After upgrading pypinyin: ``python -m knowledge.homophones`` rewrites it."""
+    from knowledge.homophones import READINGS_TABLE, readings_table_lines
+
+    assert READINGS_TABLE.read_text(encoding="utf-8").splitlines() == readings_table_lines()
