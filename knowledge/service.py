@@ -29,7 +29,7 @@ from collections import Counter
 from sys import intern
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -813,18 +813,25 @@ class _DocRef:
     chunk_count: int
 
 
+@lru_cache(maxsize=65536)
+def _title_key_of(title: str) -> str:
+    """``title_key`` of a registered title, remembered: with hundreds of documents every upload
+    compares its key with all of them, twice."""
+    return title_key(title)
+
+
 def _find_document(session: Session, key: str, title: str, *, lock: bool = False) -> _DocRef | None:
     """The registered document whose title has this ``title_key``, if any.
 
     Titles registered before normalisation may differ from their clean form, so every title is
-    compared by its key (the registry holds tens of documents, not millions). Should several
+    compared by its key (the registry holds hundreds of documents, not millions). Should several
     legacy titles share a key, the one written exactly like ``title`` wins, then the oldest.
     """
     rows = session.execute(
         select(Document.id, Document.title, Document.consortium, Document.version, Document.sha256, Document.chunk_count)
         .order_by(Document.id)
     ).all()
-    matches = [_DocRef(*row) for row in rows if title_key(row.title) == key]
+    matches = [_DocRef(*row) for row in rows if _title_key_of(row.title) == key]
     if not matches:
         return None
     found = next((m for m in matches if m.title == title), matches[0])
