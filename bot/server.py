@@ -183,8 +183,11 @@ def create_app(
     if ctx.settings.web_chat if web_chat is None else web_chat:
         from bot.webchat import setup_webchat
 
+        from bot.console import setup_console
+
         setup_webauth(app, ctx)
         add_channel_routes(app, lambda a: setup_webchat(a, ctx, engine), name="web")
+        setup_console(app, ctx, engine)  # /admin, on the same sign-in
     for plugin in channels:
         if plugin.setup_routes is not None:
             add_channel_routes(app, lambda a, p=plugin: p.setup_routes(a, ctx, engine), name=plugin.name)

@@ -210,3 +210,57 @@ def command_verdict(command: str, staff: Staff | None, *, private: bool = True) 
     if rule.private_only and not private:
         return Verdict.PRIVATE
     return Verdict.ALLOWED
+
+
+# --- the admin console (/admin) -----------------------------------------------------------------
+# Pages and actions, each with who may use it. Liaison officers read their own institution's
+# referrals, meetings and quotas; everything else, and every change, is for admins (of their
+# consortium: the console scopes each query by ``console_scope``). Physicians have no console.
+
+CONSOLE_PAGES: dict[str, Audience] = {
+    "documents": Audience.ADMIN,
+    "hittest": Audience.ADMIN,
+    "referrals": Audience.COORDINATION,
+    "meetings": Audience.COORDINATION,
+    "quotas": Audience.COORDINATION,
+    "people": Audience.ADMIN,
+    "audit": Audience.ADMIN,
+}
+
+CONSOLE_ACTIONS: dict[str, Audience] = {
+    "document.upload": Audience.ADMIN,
+    "document.delete": Audience.ADMIN,
+    "referral.export": Audience.ADMIN,
+    "audit.export": Audience.ADMIN,
+}
+
+
+def console_allowed(name: str, staff: Staff | None) -> bool:
+    """May ``staff`` open console page or use console action ``name``? Unknown names: no."""
+    audience = CONSOLE_PAGES.get(name) or CONSOLE_ACTIONS.get(name)
+    return audience is not None and _in_audience(staff, audience)
+
+
+def console_home(staff: Staff | None) -> str | None:
+    """The first console page ``staff`` may open, or None (no console: back to the chat)."""
+    return next((page for page in CONSOLE_PAGES if console_allowed(page, staff)), None)
+
+
+@dataclass(frozen=True)
+class ConsoleScope:
+    """What the console shows ``staff``: one consortium (admins) or one institution (liaisons)."""
+
+    consortium_id: int | None
+    institution_id: int | None  # set for a liaison officer: only their institution
+
+    @property
+    def read_only(self) -> bool:
+        return self.institution_id is not None
+
+
+def console_scope(staff: Staff) -> ConsoleScope:
+    inst = staff.institution
+    consortium_id = inst.consortium_id if inst is not None else None
+    if is_admin(staff):
+        return ConsoleScope(consortium_id, None)
+    return ConsoleScope(consortium_id, inst.id if inst is not None else -1)

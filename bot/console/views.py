@@ -1,0 +1,446 @@
+"""Request handlers of the admin console (thin: queries in storage/, rules in storage.access and
+handlers/, rendering in templates/)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import jinja2
+from aiohttp import web
+from sqlalchemy import func, select
+
+from bot.webauth import client_address, request_session
+from storage import access
+from storage import repositories as repo
+from storage.models import AuditLog, Institution, Staff
+from storage.privacy import mask_phone
+from storage.types import CHINA_TZ, utcnow
+
+CONSOLE_CTX_KEY: web.AppKey[Any] = web.AppKey("yilian_console_ctx", object)
+CONSOLE_ENGINE_KEY: web.AppKey[Any] = web.AppKey("yilian_console_engine", object)
+
+PAGE_SIZE = 50
+NAV = [("documents", "文档"), ("hittest", "命中测试"), ("referrals", "转诊"), ("meetings", "会议"),
+       ("quotas", "配额"), ("people", "人员"), ("audit", "审计")]
+STATUS_ZH = {"draft": "草稿", "submitted": "待接收", "accepted": "已接收", "rejected": "已拒绝",
+             "arrived": "已到达", "completed": "已完成", "cancelled": "已撤回"}
+DIRECTION_ZH = {"up": "上转", "down": "下转"}
+ANSWER_ZH = {"attend": "参加", "leave": "请假", "none": "未回复"}
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=jinja2.select_autoescape(["html"]),
+    trim_blocks=True, lstrip_blocks=True,
+)
+
+
+def _local(value: datetime | None) -> str:
+    return value.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+_templates.filters["local"] = _local
+
+
+@dataclass
+class Viewer:
+    """The signed-in staff member of one console request, with what they may see."""
+
+    code: str
+    name: str
+    csrf: str
+    scope: access.ConsoleScope
+    pages: list[tuple[str, str]]
+    staff_id: int
+
+
+def _render(name: str, viewer: Viewer | None, http_status: int = 200, **values: Any) -> web.Response:
+    html = _templates.get_template(name).render(viewer=viewer, **values)
+    return web.Response(text=html, status=http_status, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+
+
+async def _viewer(request: web.Request, page: str) -> Viewer | web.StreamResponse:
+    """Who is asking, if they may open ``page``: else the sign-in page, the chat, or a 403."""
+    user = await request_session(request)
+    if user is None:
+        raise web.HTTPSeeOther("/login?next=" + quote(str(request.rel_url)))
+    if user.staff_code is None:  # a demo-mode guest
+        raise web.HTTPSeeOther("/")
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> Viewer | None:
+        with ctx.sessions() as session:
+            staff = repo.get_staff_by_code(session, user.staff_code)
+            if staff is None or access.console_home(staff) is None:
+                return None
+            pages = [(p, label) for p, label in NAV if access.console_allowed(p, staff)]
+            allowed = access.console_allowed(page, staff)
+            viewer = Viewer(staff.code, staff.name, user.csrf_token, access.console_scope(staff), pages, staff.id)
+            return viewer if allowed else Viewer(viewer.code, viewer.name, viewer.csrf, viewer.scope, pages, -1)
+
+    viewer = await asyncio.to_thread(load)
+    if viewer is None:  # physicians (and anyone without a console page) work in the chat
+        raise web.HTTPSeeOther("/?console=none")
+    if viewer.staff_id == -1:
+        return _render("forbidden.html", viewer, http_status=403)
+    return viewer
+
+
+async def _form(request: web.Request, viewer: Viewer) -> dict[str, str] | web.Response:
+    """The posted form, if its CSRF token is this session's; else a 403 page."""
+    data = await request.post()
+    sent = str(data.get("csrf", ""))
+    if not sent or not hmac.compare_digest(sent.encode(), viewer.csrf.encode()):
+        return _render("forbidden.html", viewer, http_status=403, reason="页面已过期，请刷新后重试。")
+    return {k: str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def _staff(session, viewer: Viewer) -> Staff:  # noqa: ANN001 - Session
+    return session.get(Staff, viewer.staff_id)
+
+
+# ---- pages -------------------------------------------------------------------------------------
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "documents")
+    if isinstance(viewer, web.Response):  # a liaison officer: their first page
+        raise web.HTTPSeeOther(f"/admin/{viewer.pages[0][0]}")
+    raise web.HTTPSeeOther("/admin/documents")
+
+
+async def documents(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "documents")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    kb = request.app[CONSOLE_ENGINE_KEY].kb
+    docs = await asyncio.to_thread(kb.documents)
+    notice = request.query.get("notice", "")
+    return _render("documents.html", viewer, documents=docs, notice=notice[:300], page="documents")
+
+
+async def documents_upload(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "document.upload")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+    limit = ctx.settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        return _render("documents_error.html", viewer, http_status=413, error=f"文件过大：最大 {limit // (1024 * 1024)} MB。")
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    name, data = None, bytearray()
+    while (part := await reader.next()) is not None:
+        if part.name == "file" and name is None:
+            name = unquote(part.filename or "upload")
+            while chunk := await part.read_chunk(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    return _render("documents_error.html", viewer, http_status=413,
+                                   error=f"文件过大：最大 {limit // (1024 * 1024)} MB。")
+        else:
+            fields[part.name or ""] = (await part.text())[:200]
+    if not hmac.compare_digest(fields.get("csrf", "").encode(), viewer.csrf.encode()):
+        return _render("forbidden.html", viewer, http_status=403, reason="页面已过期，请刷新后重试。")
+    if not name or not data:
+        return _render("documents_error.html", viewer, http_status=400, error="没有收到文件，请重新选择文件。")
+    kb = request.app[CONSOLE_ENGINE_KEY].kb
+
+    def ingest():  # noqa: ANN202
+        from knowledge.extract_types import IngestError
+
+        with ctx.sessions() as session:
+            staff = _staff(session, viewer)
+            consortium = staff.institution.consortium.code if staff.institution else None
+
+            def may_replace(existing: str | None) -> bool:
+                return access.can_manage_documents(staff, existing)
+
+        with repo.audit_origin("web", client_address(request)):
+            try:
+                return kb.ingest_bytes(name, bytes(data), uploaded_by=viewer.code, consortium=consortium,
+                                       may_replace=may_replace), None
+            except IngestError as exc:
+                return None, exc.reason_zh or exc.reason
+
+    result, error = await asyncio.to_thread(ingest)
+    if error:
+        return _render("documents_error.html", viewer, http_status=400, error=f"《{name}》未收录：{error}")
+    verb = {"added": "已收录", "updated": "已更新为新版本", "unchanged": "内容未变化"}.get(result.status, result.status)
+    notice = f"《{result.title}》{verb}（v{result.version}，{result.chunk_count} 条）"
+    raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
+
+
+async def documents_delete(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "document.delete")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+    title = form.get("title", "")
+    if form.get("confirm") != "yes":
+        return _render("confirm_delete.html", viewer, title=title)
+    ctx = request.app[CONSOLE_CTX_KEY]
+    kb = request.app[CONSOLE_ENGINE_KEY].kb
+
+    def remove() -> str:
+        with ctx.sessions() as session:
+            staff = _staff(session, viewer)
+            doc = next((d for d in kb.documents() if d.title == title), None)
+            if doc is None:
+                return f"没有找到《{title}》。"
+            if not access.can_manage_documents(staff, doc.consortium):
+                return f"《{title}》属于其他医联体，您不能删除。"
+        with repo.audit_origin("web", client_address(request)):
+            return f"《{title}》已删除。" if kb.remove(title, removed_by=viewer.code) else f"没有找到《{title}》。"
+
+    notice = await asyncio.to_thread(remove)
+    raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
+
+
+async def hittest(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "hittest")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    question = request.query.get("q", "").strip()[:500]
+    consortium = request.query.get("consortium", "").strip() or None
+    ctx = request.app[CONSOLE_CTX_KEY]
+    with ctx.sessions() as session:
+        consortia = [c for c in session.scalars(select(_consortium_model()))]
+        options = [(c.code, c.name) for c in consortia]
+    result = None
+    if question:
+        kb = request.app[CONSOLE_ENGINE_KEY].kb
+
+        def run() -> dict[str, Any]:
+            from knowledge.answerability import MODEL, features
+
+            query, hits = kb._retrieve(question, consortium=consortium, k=10)
+            answer = kb.ask(question, consortium=consortium)
+            probability = MODEL.probability(features(query, hits)) if hits else 0.0
+            return {"answer": answer, "hits": hits, "probability": probability, "threshold": MODEL.threshold}
+
+        result = await asyncio.to_thread(run)
+    return _render("hittest.html", viewer, question=question, consortium=consortium or "", options=options,
+                   result=result, page="hittest")
+
+
+def _consortium_model():  # noqa: ANN202
+    from storage.models import Consortium
+
+    return Consortium
+
+
+def _referral_rows(session, viewer: Viewer, status: str | None, direction: str | None):  # noqa: ANN001, ANN202
+    from storage import referrals as store
+
+    scope = viewer.scope
+    if scope.institution_id is not None:
+        ids = [scope.institution_id]
+    else:
+        ids = [i.id for i in session.scalars(select(Institution).where(Institution.consortium_id == scope.consortium_id))]
+    rows = store.list_referrals(session, status=status or None, institution_ids=ids)
+    if direction:
+        rows = [r for r in rows if r.direction == direction]
+    return rows
+
+
+async def referrals(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "referrals")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    status = request.query.get("status", "")
+    direction = request.query.get("direction", "")
+    page_no = max(1, int(request.query.get("page", "1") or 1)) if request.query.get("page", "1").isdigit() else 1
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> tuple[list[dict[str, Any]], int]:
+        with ctx.sessions() as session:
+            rows = _referral_rows(session, viewer, status, direction)
+            total = len(rows)
+            shown = rows[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
+            return [{
+                "number": r.number, "status": STATUS_ZH.get(r.status, r.status),
+                "direction": DIRECTION_ZH.get(r.direction, r.direction),
+                "from": r.from_institution.name, "to": r.to_institution.name,
+                # patient data stays masked in lists: the name's first character only
+                "patient": (r.patient_name[:1] + "*" * max(1, len(r.patient_name) - 1)) if r.patient_name else "",
+                "created": _local(r.created_at),
+            } for r in shown], total
+
+    rows, total = await asyncio.to_thread(load)
+    return _render("referrals.html", viewer, rows=rows, total=total, page_no=page_no,
+                   pages=max(1, -(-total // PAGE_SIZE)), status=status, direction=direction,
+                   statuses=STATUS_ZH, directions=DIRECTION_ZH,
+                   may_export=viewer.scope.institution_id is None, page="referrals")
+
+
+async def referrals_export(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "referral.export")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    fmt = request.match_info["fmt"]
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def build() -> tuple[str, int]:
+        from handlers.referral import export
+        from handlers.referral import fhir as fhir_export
+
+        with ctx.sessions.begin() as session:
+            rows = list(reversed(_referral_rows(session, viewer, request.query.get("status"), None)))
+            text = export.to_csv(rows) if fmt == "csv" else json.dumps(fhir_export.bundle(rows), ensure_ascii=False,
+                                                                       indent=2)
+            with repo.audit_origin("web", client_address(request)):
+                repo.record(session, viewer.code, "referral.export", details={"format": fmt, "count": len(rows)})
+            return text, len(rows)
+
+    text, _count = await asyncio.to_thread(build)
+    stamp = utcnow().astimezone(CHINA_TZ).strftime("%Y%m%d")
+    if fmt == "csv":
+        return web.Response(text=text, content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="referrals-{stamp}.csv"'})
+    return web.Response(text=text, content_type="application/fhir+json", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="referrals-{stamp}.fhir.json"'})
+
+
+async def meetings(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "meetings")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        from handlers import meeting_service
+        from storage import meetings as store
+
+        now = utcnow()
+        upcoming, past = [], []
+        with ctx.sessions() as session:
+            staff = _staff(session, viewer)
+            inst = staff.institution
+            for m in store.list_meetings(session, consortium_id=viewer.scope.consortium_id):
+                occurrence, rows = meeting_service.attendance(session, m, now)
+                if viewer.scope.institution_id is not None:
+                    rows = [r for r in rows if inst is not None and r.institution == inst.name]
+                    if not rows:
+                        continue
+                counts = {k: sum(1 for r in rows if r.answer == k) for k in ANSWER_ZH}
+                item = {"id": m.id, "kind": m.kind, "title": m.title, "status": m.status,
+                        "when": _local(occurrence or m.starts_at), "place": m.place or m.link or "",
+                        "counts": {ANSWER_ZH[k]: v for k, v in counts.items()},
+                        "rows": [{"name": r.name or "—", "institution": r.institution,
+                                  "answer": ANSWER_ZH.get(r.answer, r.answer)} for r in rows]}
+                (upcoming if occurrence is not None and occurrence >= now and m.status != "cancelled"
+                 else past).append(item)
+        return upcoming, past
+
+    upcoming, past = await asyncio.to_thread(load)
+    return _render("meetings.html", viewer, upcoming=upcoming, past=past, page="meetings")
+
+
+async def quotas(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "quotas")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> list[dict[str, Any]]:
+        from handlers import quota_service
+        from handlers import quotas as rules_mod
+
+        today = utcnow().astimezone(CHINA_TZ).date()
+        rules = rules_mod.load_rules(ctx.settings.quota_rules)
+        with ctx.sessions() as session:
+            staff = _staff(session, viewer)
+            code = staff.institution.consortium.code if staff.institution else None
+            progress = quota_service.status(session, rules, today, consortium=code,
+                                            institution_id=viewer.scope.institution_id)
+        margin = ctx.settings.quota_pace_margin
+        return [{
+            "institution": p.institution.name, "rule": p.rule.title, "source": p.rule.source,
+            "period": p.period_label, "target": p.target, "done": p.done, "partial": p.partial,
+            "percent": None if p.fraction is None else round(100 * min(1.0, p.fraction)),
+            "elapsed": round(100 * p.elapsed), "behind": bool(p.behind(margin)), "met": p.met,
+            "destination": p.destination.name if p.destination else "",
+        } for p in progress]
+
+    rows = await asyncio.to_thread(load)
+    return _render("quotas.html", viewer, rows=rows, page="quotas")
+
+
+async def people(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "people")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> list[dict[str, Any]]:
+        with ctx.sessions() as session:
+            insts = session.scalars(select(Institution).where(Institution.consortium_id == viewer.scope.consortium_id)
+                                    .order_by(Institution.id)).all()
+            out = []
+            for inst in insts:
+                staff = repo.list_staff(session, institution_id=inst.id)
+                out.append({"name": inst.name, "level": inst.level, "staff": [{
+                    "code": s.code, "name": s.name, "roles": s.roles_zh, "department": s.department or "",
+                    "phone": mask_phone(s.phone) or "", "active": bool(s.active),
+                    "channels": "、".join(c for c, bound in (("企业微信", s.wecom_userid), ("Telegram", s.telegram_user_id))
+                                         if bound) or "未绑定",
+                } for s in staff]})
+            return out
+
+    rows = await asyncio.to_thread(load)
+    return _render("people.html", viewer, institutions=rows, page="people")
+
+
+async def audit(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "audit")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    action = request.query.get("action", "").strip()[:50]
+    page_no = int(request.query.get("page", "1")) if request.query.get("page", "1").isdigit() else 1
+    page_no = max(1, page_no)
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> tuple[list[dict[str, Any]], int]:
+        with ctx.sessions() as session:
+            stmt = select(AuditLog)
+            if action:
+                stmt = stmt.where(AuditLog.action == action)
+            total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+            rows = session.scalars(stmt.order_by(AuditLog.at.desc(), AuditLog.id.desc())
+                                   .offset((page_no - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
+            return [{"at": _local(r.at), "actor": r.actor, "action": r.action, "target": r.target or "",
+                     "channel": r.channel or "", "address": r.client_address or ""} for r in rows], total
+
+    rows, total = await asyncio.to_thread(load)
+    return _render("audit.html", viewer, rows=rows, total=total, page_no=page_no,
+                   pages=max(1, -(-total // PAGE_SIZE)), action=action, page="audit")
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", "/admin", home),
+        ("GET", "/admin/", home),
+        ("GET", "/admin/documents", documents),
+        ("POST", "/admin/documents/upload", documents_upload),
+        ("POST", "/admin/documents/delete", documents_delete),
+        ("GET", "/admin/hittest", hittest),
+        ("GET", "/admin/referrals", referrals),
+        ("GET", "/admin/referrals/export.{fmt:csv|fhir}", referrals_export),
+        ("GET", "/admin/meetings", meetings),
+        ("GET", "/admin/quotas", quotas),
+        ("GET", "/admin/people", people),
+        ("GET", "/admin/audit", audit),
+    ]
+
+
+__all__ = ["CONSOLE_CTX_KEY", "CONSOLE_ENGINE_KEY", "routes"]

@@ -1,0 +1,208 @@
+"""The admin console (/admin): who may open what, and the jobs admins do there.
+
+Everyone signs in the real way (a one-time link asked for in a private chat). One table says,
+per page and action and per role, what must happen; the rules themselves live in
+``storage.access`` (``CONSOLE_PAGES``, ``CONSOLE_ACTIONS``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.server import create_app
+from storage import access
+from storage import repositories as repo
+from tests.test_referral_export import make_referral, validate_r4
+from web_support import Browser, login_link_for, sign_in_with_link
+
+pytest_plugins = ("engine_support", "web_support")
+
+ACCOUNTS = {"admin": ("admin_zd", 71001), "liaison": ("liaison_ma_zd", 71002), "physician": ("dr_liu_zd", 71003),
+            "other_liaison": ("liaison_xu_zd", 71004)}
+
+# page → (admin, liaison, physician): 200 shown, 403 refused, 303 sent back to the chat
+PAGES = {
+    "documents": (200, 403, 303),
+    "hittest": (200, 403, 303),
+    "referrals": (200, 200, 303),
+    "meetings": (200, 200, 303),
+    "quotas": (200, 200, 303),
+    "people": (200, 403, 303),
+    "audit": (200, 403, 303),
+}
+HEADINGS = {"documents": "文档", "hittest": "命中测试", "referrals": "转诊", "meetings": "会议", "quotas": "配额",
+            "people": "人员", "audit": "审计"}
+
+
+@pytest.fixture
+async def console(engine_ctx, engine):
+    with engine_ctx.sessions.begin() as session:
+        for code, telegram_id in ACCOUNTS.values():
+            repo.get_staff_by_code(session, code).telegram_user_id = telegram_id
+    app = create_app(engine_ctx, engine, web_chat=True)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client
+
+
+async def _signed_in(console, engine, role: str) -> Browser:
+    browser = Browser(console)
+    res = await sign_in_with_link(browser, login_link_for(engine, str(ACCOUNTS[role][1])))
+    assert res.status in (302, 303), await res.text()
+    return browser
+
+
+async def _csrf(browser: Browser, path: str = "/admin/documents") -> str:
+    html = await (await browser.request("GET", path)).text()
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_the_table_covers_every_console_page_and_the_rules_agree():
+    assert set(PAGES) == set(access.CONSOLE_PAGES) and set(HEADINGS) == set(PAGES)
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+async def test_page_by_role(console, engine, page):
+    for column, role in enumerate(("admin", "liaison", "physician")):
+        browser = await _signed_in(console, engine, role)
+        res = await browser.request("GET", f"/admin/{page}", allow_redirects=False)
+        assert res.status == PAGES[page][column], (page, role, res.status)
+        if res.status == 200:
+            html = await res.text()
+            assert f"<h1>{HEADINGS[page]}</h1>" in html
+        if res.status == 303:
+            assert res.headers["Location"].startswith("/")  # back to the chat
+
+
+async def test_signed_out_visitors_are_sent_to_sign_in(console):
+    res = await console.get("/admin/documents", allow_redirects=False)
+    assert res.status == 303 and res.headers["Location"].startswith("/login")
+
+
+async def test_actions_need_an_admin_and_the_session_csrf_token(console, engine):
+    liaison = await _signed_in(console, engine, "liaison")
+    res = await liaison.request("GET", "/admin/referrals/export.csv", allow_redirects=False)
+    assert res.status == 403
+    res = await liaison.request("POST", "/admin/documents/delete", data={"title": "x", "csrf": "x"},
+                                allow_redirects=False)
+    assert res.status == 403
+    admin = await _signed_in(console, engine, "admin")
+    res = await admin.request("POST", "/admin/documents/delete",
+                              data={"title": "德阳市人民医院城市医疗集团工作制度", "confirm": "yes", "csrf": "forged"},
+                              allow_redirects=False)
+    assert res.status == 403 and "页面已过期" in await res.text()
+
+
+@pytest.fixture
+async def own_kb_console(engine_ctx, clock):
+    """The console over a knowledge base of this test's own (the shared one stays untouched)."""
+    from handlers.engine import ConversationEngine
+
+    with engine_ctx.sessions.begin() as session:
+        for code, telegram_id in ACCOUNTS.values():
+            repo.get_staff_by_code(session, code).telegram_user_id = telegram_id
+    engine = ConversationEngine(engine_ctx, clock=clock)
+    async with TestClient(TestServer(create_app(engine_ctx, engine, web_chat=True), host="127.0.0.1")) as client:
+        yield client, engine
+
+
+async def test_upload_a_new_version_shows_in_the_hit_test_and_in_chat_then_delete(own_kb_console):
+    console, engine = own_kb_console
+    admin = await _signed_in(console, engine, "admin")
+    csrf = await _csrf(admin)
+    policy = "张店区远程会诊管理办法\n\n第一条 远程会诊由核心医院远程医疗中心统一安排，每周二、周四下午开展。\n"
+    form = {"csrf": csrf}
+    import aiohttp
+
+    data = aiohttp.FormData(form)
+    data.add_field("file", policy.encode("utf-8"), filename="张店区远程会诊管理办法.txt", content_type="text/plain")
+    res = await admin.request("POST", "/admin/documents/upload", data=data)
+    html = await res.text()
+    assert res.status == 200 and "已收录" in html and "张店区远程会诊管理办法" in html
+
+    question = "远程会诊每周哪天开展？"
+    hit = await (await admin.request("GET", "/admin/hittest", params={"q": question})).text()
+    assert "每周二、周四下午" in hit and "可回答概率" in hit
+
+    # a new version replaces the old one at once, in the hit test and in the chat
+    data = aiohttp.FormData({"csrf": csrf})
+    data.add_field("file", policy.replace("每周二、周四下午", "每周三上午").encode("utf-8"),
+                   filename="张店区远程会诊管理办法.txt", content_type="text/plain")
+    html = await (await admin.request("POST", "/admin/documents/upload", data=data)).text()
+    assert "已更新为新版本" in html and "v2" in html
+    hit = await (await admin.request("GET", "/admin/hittest", params={"q": question})).text()
+    assert "每周三上午" in hit and "每周二、周四下午" not in hit
+    from handlers.messages import Incoming
+
+    [reply] = engine.handle(Incoming(channel="telegram", user_key=str(ACCOUNTS["physician"][1]), text=question))
+    assert "每周三上午" in reply.text
+
+    # delete asks for confirmation first, then the clauses are gone
+    confirm = await (await admin.request("POST", "/admin/documents/delete",
+                                         data={"csrf": csrf, "title": "张店区远程会诊管理办法"})).text()
+    assert "确认" in confirm and "张店区远程会诊管理办法" in confirm
+    html = await (await admin.request("POST", "/admin/documents/delete",
+                                      data={"csrf": csrf, "title": "张店区远程会诊管理办法", "confirm": "yes"})).text()
+    assert "已删除" in html
+    [reply] = engine.handle(Incoming(channel="telegram", user_key=str(ACCOUNTS["physician"][1]), text=question))
+    assert "每周三上午" not in reply.text
+    with engine._ctx.sessions() as session:
+        actions = [e.action for e in repo.audit_entries(session, target="张店区远程会诊管理办法")]
+    assert {"document.ingest", "document.update", "document.remove"} <= set(actions)
+
+
+async def test_a_wrong_file_gets_a_clear_message_and_changes_nothing(own_kb_console):
+    import aiohttp
+
+    console, engine = own_kb_console
+    admin = await _signed_in(console, engine, "admin")
+    before = await (await admin.request("GET", "/admin/documents")).text()
+    data = aiohttp.FormData({"csrf": await _csrf(admin)})
+    data.add_field("file", b"%PDF-1.7 broken", filename="坏文件.pdf", content_type="application/pdf")
+    res = await admin.request("POST", "/admin/documents/upload", data=data)
+    assert res.status == 400 and "未收录" in await res.text()
+    after = await (await admin.request("GET", "/admin/documents")).text()
+    assert before.count("<tr>") == after.count("<tr>")
+
+
+async def test_referrals_are_scoped_masked_and_exported(console, engine, engine_ctx):
+    with engine_ctx.sessions.begin() as session:
+        make_referral(session, "dr_liu_zd", "张店区人民医院", patient_name="张三丰")
+    admin = await _signed_in(console, engine, "admin")
+    html = await (await admin.request("GET", "/admin/referrals")).text()
+    assert "张**" in html and "张三丰" not in html  # masked in the list
+    assert "导出CSV" in html and "导出FHIR" in html
+    csv_res = await admin.request("GET", "/admin/referrals/export.csv")
+    assert csv_res.status == 200 and csv_res.content_type == "text/csv"
+    csv_text = await csv_res.text()
+    assert "张店区人民医院" in csv_text
+    fhir_res = await admin.request("GET", "/admin/referrals/export.fhir")
+    bundle = json.loads(await fhir_res.text())
+    validate_r4(bundle)
+    assert bundle["resourceType"] == "Bundle" and bundle["entry"]
+    with engine_ctx.sessions() as session:
+        exports = repo.audit_entries(session, action="referral.export")
+    assert {e.details["format"] for e in exports} >= {"csv", "fhir"} and exports[0].actor == "admin_zd"
+
+    # the receiving institution's liaison officer sees it, read-only; another institution's does not
+    receiving = await _signed_in(console, engine, "liaison")
+    html = await (await receiving.request("GET", "/admin/referrals")).text()
+    assert "张店区人民医院" in html and "导出CSV" not in html and "只读" in html
+    other = await _signed_in(console, engine, "other_liaison")
+    html = await (await other.request("GET", "/admin/referrals")).text()
+    assert "暂无转诊记录" in html
+
+
+async def test_quota_page_draws_progress_for_the_liaisons_institution_only(console, engine):
+    liaison = await _signed_in(console, engine, "liaison")
+    html = await (await liaison.request("GET", "/admin/quotas")).text()
+    assert "<svg" in html and "<h1>配额</h1>" in html  # a bar per rule, drawn inline (no script, no CDN)
+    with engine._ctx.sessions() as session:
+        inst = repo.get_staff_by_code(session, "liaison_ma_zd").institution.name
+        others = [i.name for i in repo.get_staff_by_code(session, "admin_zd").institution.consortium.institutions
+                  if i.name != inst]
+    assert f"<td>{inst}" in html
+    assert all(f"<td>{name}" not in html for name in others)
