@@ -16,7 +16,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 STALE_LOCK = { echo "requirements/*.txt do not satisfy pyproject.toml: run 'make lock'" >&2; exit 1; }
 
-.PHONY: run test install install-test audit lock bench eval clean
+.PHONY: run test install install-test audit lock bench eval clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,9 +56,16 @@ run: install
 	$(BIN)/yilian bootstrap --samples
 	$(BIN)/yilian serve
 
-test: install-test $(TOOLS)/.installed
+test: install-test $(TOOLS)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 	$(AUDIT)
+
+# The browser tests drive Debian's Chromium (Playwright downloads no browser here). Installed
+# when missing and this is a Debian machine we may install on; otherwise the tests say why they skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei >/dev/null 2>&1; } \
+		|| echo "chromium not installed: the browser tests will be skipped (apt-get install chromium)"
 
 # Vulnerability audit of every pin in the locks (requirements/audit.py). Skipped, with one line,
 # when the service cannot be reached; fails only on vulnerabilities that have a fixed release.
