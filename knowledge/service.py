@@ -71,7 +71,7 @@ from knowledge.tokenize import (
 )
 from knowledge.vector_index import ChromaIndex
 from storage import repositories as audit
-from storage.models import Chunk, Document, KnowledgeState
+from storage.models import Chunk, Document, DocumentVersion, KnowledgeState
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,16 @@ class IngestResult:
     status: str  # "added" | "updated" | "unchanged"
     version: int
     chunk_count: int
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    file_name: str
+    uploaded_by: str | None
+    chunk_count: int
+    created_at: datetime
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -422,7 +432,7 @@ class KnowledgeBase:
         with self._write_lock:
             try:
                 result, old_ids, generation = self._swap(
-                    file_name, title, key, sha, consortium, uploaded_by, may_replace, drafts, ids, token_rows
+                    file_name, title, key, sha, consortium, uploaded_by, may_replace, drafts, ids, token_rows, data
                 )
             except IntegrityError:
                 self._vectors.delete(ids)
@@ -459,6 +469,7 @@ class KnowledgeBase:
         drafts: list,
         ids: list[str],
         token_rows: list[str],
+        data: bytes,
     ) -> tuple[IngestResult, list[str], int | None]:
         """Switch the live chunk set to the new version in one short write transaction.
 
@@ -512,6 +523,10 @@ class KnowledgeBase:
                         for cid, d, tokens in zip(ids, drafts, token_rows)
                     ],
                 )
+                session.add(DocumentVersion(
+                    title=title, version=version, file_name=file_name[:300], sha256=sha, consortium=consortium,
+                    uploaded_by=uploaded_by, chunk_count=len(drafts), data=data, created_at=now,
+                ))
                 audit.record(
                     session,
                     uploaded_by or "system",
@@ -572,6 +587,34 @@ class KnowledgeBase:
         stale = sorted(self._vectors.ids() - {c.id for c in live})
         self._vectors.delete(stale)
         return len(live), len(stale)
+
+    def versions(self, title: str) -> list[VersionInfo]:
+        """Every stored version of a document, newest first (the file itself is not loaded)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(DocumentVersion.version, DocumentVersion.file_name, DocumentVersion.uploaded_by,
+                       DocumentVersion.chunk_count, DocumentVersion.created_at, DocumentVersion.sha256)
+                .where(DocumentVersion.title == clean_title(title)).order_by(DocumentVersion.version.desc())
+            ).all()
+        return [VersionInfo(*row) for row in rows]
+
+    def rollback(self, title: str, version: int, *, rolled_back_by: str | None = None,
+                 may_replace: Callable[[str | None], bool] | None = None) -> IngestResult:
+        """Serve ``version`` of ``title`` again: its stored file is ingested as the newest version
+        (history is never rewritten). Raises IngestError when that version is not stored."""
+        title = clean_title(title)
+        with self._sessions() as session:
+            row = session.scalars(select(DocumentVersion).where(
+                DocumentVersion.title == title, DocumentVersion.version == version)).first()
+            if row is None:
+                raise IngestError(title, f"version {version} is not stored", f"没有找到第 {version} 版")
+            file_name, data, consortium = row.file_name, bytes(row.data), row.consortium
+        result = self.ingest_bytes(file_name, data, uploaded_by=rolled_back_by, consortium=consortium, title=title,
+                                   may_replace=may_replace)
+        with self._sessions.begin() as session:
+            audit.record(session, rolled_back_by or "system", "document.rollback", title,
+                         {"to_version": version, "now_version": result.version, "status": result.status})
+        return result
 
     def remove(self, title: str, *, removed_by: str | None = None) -> bool:
         """Delete a document from SQL and the vector index. False if no such title.

@@ -230,7 +230,9 @@ CONSOLE_PAGES: dict[str, Audience] = {
 CONSOLE_ACTIONS: dict[str, Audience] = {
     "document.upload": Audience.ADMIN,
     "document.delete": Audience.ADMIN,
+    "document.rollback": Audience.ADMIN,
     "referral.export": Audience.ADMIN,
+    "quota.import": Audience.ADMIN,
     "audit.export": Audience.ADMIN,
 }
 

@@ -140,6 +140,19 @@ async def test_upload_a_new_version_shows_in_the_hit_test_and_in_chat_then_delet
     [reply] = engine.handle(Incoming(channel="telegram", user_key=str(ACCOUNTS["physician"][1]), text=question))
     assert "每周三上午" in reply.text
 
+    # 回滚: the history lists both versions; rolling back to v1 serves v1's text again (as v3)
+    title = "张店区远程会诊管理办法"
+    history = await (await admin.request("GET", "/admin/documents/history", params={"title": title})).text()
+    assert "v1" in history and "v2" in history and "回滚" in history
+    confirm = await (await admin.request("POST", "/admin/documents/rollback",
+                                         data={"csrf": csrf, "title": title, "version": "1"})).text()
+    assert "确认" in confirm and "第 1 版" in confirm
+    html = await (await admin.request("POST", "/admin/documents/rollback",
+                                      data={"csrf": csrf, "title": title, "version": "1", "confirm": "yes"})).text()
+    assert "已回滚到第 1 版" in html and "v3" in html
+    hit = await (await admin.request("GET", "/admin/hittest", params={"q": question})).text()
+    assert "每周二、周四下午" in hit and "每周三上午" not in hit
+
     # delete asks for confirmation first, then the clauses are gone
     confirm = await (await admin.request("POST", "/admin/documents/delete",
                                          data={"csrf": csrf, "title": "张店区远程会诊管理办法"})).text()
@@ -148,10 +161,10 @@ async def test_upload_a_new_version_shows_in_the_hit_test_and_in_chat_then_delet
                                       data={"csrf": csrf, "title": "张店区远程会诊管理办法", "confirm": "yes"})).text()
     assert "已删除" in html
     [reply] = engine.handle(Incoming(channel="telegram", user_key=str(ACCOUNTS["physician"][1]), text=question))
-    assert "每周三上午" not in reply.text
+    assert "每周二、周四下午" not in reply.text and "每周三上午" not in reply.text
     with engine._ctx.sessions() as session:
         actions = [e.action for e in repo.audit_entries(session, target="张店区远程会诊管理办法")]
-    assert {"document.ingest", "document.update", "document.remove"} <= set(actions)
+    assert {"document.ingest", "document.update", "document.rollback", "document.remove"} <= set(actions)
 
 
 async def test_a_wrong_file_gets_a_clear_message_and_changes_nothing(own_kb_console):
@@ -206,3 +219,30 @@ async def test_quota_page_draws_progress_for_the_liaisons_institution_only(conso
                   if i.name != inst]
     assert f"<td>{inst}" in html
     assert all(f"<td>{name}" not in html for name in others)
+
+
+async def test_quota_import_names_bad_lines_and_stores_a_good_file(console, engine, engine_ctx):
+    import aiohttp
+
+    admin = await _signed_in(console, engine, "admin")
+    csrf = await _csrf(admin, "/admin/quotas")
+    header = "kind,person,from_institution,to_institution,start,end\n"
+    bad = header + "进修,王医生,湖田卫生院,张店区人民医院,2026-03-01,2026-04-15\n下派,李医生,不存在的医院,湖田卫生院,2026-05-01,2026-04-01\n"
+    data = aiohttp.FormData({"csrf": csrf})
+    data.add_field("file", bad.encode("utf-8"), filename="records.csv", content_type="text/csv")
+    res = await admin.request("POST", "/admin/quotas/import", data=data)
+    html = await res.text()
+    assert res.status == 400 and "<td>3</td>" in html and "整份文件都没有导入" in html
+    from storage.models import TrainingRecord
+
+    with engine_ctx.sessions() as session:
+        assert session.query(TrainingRecord).count() == 0
+
+    good = header + "进修,王医生,湖田卫生院,张店区人民医院,2026-03-01,2026-04-15\n"
+    data = aiohttp.FormData({"csrf": csrf})
+    data.add_field("file", good.encode("utf-8"), filename="records.csv", content_type="text/csv")
+    html = await (await admin.request("POST", "/admin/quotas/import", data=data)).text()
+    assert "已导入 1 条" in html and "<h1>配额</h1>" in html
+    with engine_ctx.sessions() as session:
+        assert session.query(TrainingRecord).count() == 1
+        assert repo.audit_entries(session, action="quota.import")[0].channel == "web"

@@ -1,6 +1,6 @@
 """The admin console in a real browser (Debian's Chromium, headless, Playwright): an admin signs in
 with a one-time link from chat, uploads a new version of a policy and sees the hit test and the
-chat answer change, exports referrals, views the quota chart; a liaison officer sees only their
+chat answer change, rolls it back, exports referrals, views the quota chart; a liaison officer sees only their
 institution; a physician gets no console. Screenshots at 390 px and 1280 px are written under
 ``var/screenshots/`` for review."""
 
@@ -96,6 +96,16 @@ async def test_admin_uploads_a_new_version_and_sees_it_everywhere(server, browse
 
     [reply] = engine.handle(Incoming(channel="telegram", user_key=str(ACCOUNTS["dr_liu_zd"]), text="远程会诊什么时候开展？"))
     assert "每周四上午" in reply.text
+
+    # roll back to v1: history, 回滚, 确认; the hit test quotes v1 again
+    await page.click("nav >> text=文档")
+    await page.click("text=历史")
+    await page.wait_for_selector("h1:has-text('版本历史')")
+    await page.click("button:has-text('回滚')")
+    await page.click("button:has-text('确认')")
+    await page.wait_for_selector("text=已回滚到第 1 版")
+    await page.goto(base + "/admin/hittest?q=" + "远程会诊什么时候开展？")
+    assert "每周二下午" in await page.inner_text("pre.answer")
 
     await page.click("nav >> text=转诊")
     await page.wait_for_selector("h1:has-text('转诊')")

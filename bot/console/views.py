@@ -126,15 +126,17 @@ async def documents(request: web.Request) -> web.StreamResponse:
     return _render("documents.html", viewer, documents=docs, notice=notice[:300], page="documents")
 
 
-async def documents_upload(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "document.upload")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
-    ctx = request.app[CONSOLE_CTX_KEY]
-    limit = ctx.settings.max_upload_bytes
+async def _read_upload(request: web.Request, viewer: Viewer, limit: int
+                       ) -> tuple[str, bytes, dict[str, str]] | web.Response:
+    """(file name, bytes, other fields) of a multipart form whose CSRF token is this session's;
+    else the page saying what is wrong. The size is checked while the file streams in."""
+    too_big = f"文件过大：最大 {limit // (1024 * 1024)} MB。"
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        return _render("documents_error.html", viewer, http_status=413, error=f"文件过大：最大 {limit // (1024 * 1024)} MB。")
-    reader = await request.multipart()
+        return _render("documents_error.html", viewer, http_status=413, error=too_big)
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        return _render("documents_error.html", viewer, http_status=400, error="请求格式不正确，请用页面上的表单上传。")
     fields: dict[str, str] = {}
     name, data = None, bytearray()
     while (part := await reader.next()) is not None:
@@ -143,14 +145,25 @@ async def documents_upload(request: web.Request) -> web.StreamResponse:
             while chunk := await part.read_chunk(64 * 1024):
                 data += chunk
                 if len(data) > limit:
-                    return _render("documents_error.html", viewer, http_status=413,
-                                   error=f"文件过大：最大 {limit // (1024 * 1024)} MB。")
+                    return _render("documents_error.html", viewer, http_status=413, error=too_big)
         else:
             fields[part.name or ""] = (await part.text())[:200]
     if not hmac.compare_digest(fields.get("csrf", "").encode(), viewer.csrf.encode()):
         return _render("forbidden.html", viewer, http_status=403, reason="页面已过期，请刷新后重试。")
     if not name or not data:
         return _render("documents_error.html", viewer, http_status=400, error="没有收到文件，请重新选择文件。")
+    return name, bytes(data), fields
+
+
+async def documents_upload(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "document.upload")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+    upload = await _read_upload(request, viewer, ctx.settings.max_upload_bytes)
+    if isinstance(upload, web.Response):
+        return upload
+    name, data, _fields = upload
     kb = request.app[CONSOLE_ENGINE_KEY].kb
 
     def ingest():  # noqa: ANN202
@@ -203,6 +216,56 @@ async def documents_delete(request: web.Request) -> web.StreamResponse:
             return f"《{title}》已删除。" if kb.remove(title, removed_by=viewer.code) else f"没有找到《{title}》。"
 
     notice = await asyncio.to_thread(remove)
+    raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
+
+
+async def documents_history(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "documents")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    title = request.query.get("title", "")[:300]
+    kb = request.app[CONSOLE_ENGINE_KEY].kb
+    versions = await asyncio.to_thread(kb.versions, title)
+    current = next((d for d in await asyncio.to_thread(kb.documents) if d.title == title), None)
+    return _render("history.html", viewer, title=title, versions=versions, current=current, page="documents")
+
+
+async def documents_rollback(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "document.rollback")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+    title = form.get("title", "")
+    version = int(form["version"]) if form.get("version", "").isdigit() else 0
+    if form.get("confirm") != "yes":
+        return _render("confirm_rollback.html", viewer, title=title, version=version)
+    ctx = request.app[CONSOLE_CTX_KEY]
+    kb = request.app[CONSOLE_ENGINE_KEY].kb
+
+    def run() -> str:
+        from knowledge.extract_types import IngestError
+
+        with ctx.sessions() as session:
+            staff = _staff(session, viewer)
+            doc = next((d for d in kb.documents() if d.title == title), None)
+            if doc is not None and not access.can_manage_documents(staff, doc.consortium):
+                return f"《{title}》属于其他医联体，您不能回滚。"
+
+            def may_replace(existing: str | None) -> bool:
+                return access.can_manage_documents(staff, existing)
+
+        with repo.audit_origin("web", client_address(request)):
+            try:
+                result = kb.rollback(title, version, rolled_back_by=viewer.code, may_replace=may_replace)
+            except IngestError as exc:
+                return f"《{title}》未回滚：{exc.reason_zh or exc.reason}"
+        if result.status == "unchanged":
+            return f"《{title}》当前内容已与第 {version} 版相同。"
+        return f"《{title}》已回滚到第 {version} 版的内容（现为 v{result.version}）。"
+
+    notice = await asyncio.to_thread(run)
     raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
 
 
@@ -373,7 +436,33 @@ async def quotas(request: web.Request) -> web.StreamResponse:
         } for p in progress]
 
     rows = await asyncio.to_thread(load)
-    return _render("quotas.html", viewer, rows=rows, page="quotas")
+    return _render("quotas.html", viewer, rows=rows, page="quotas", notice=request.query.get("notice", "")[:300],
+                   may_import=not viewer.scope.read_only)
+
+
+async def quotas_import(request: web.Request) -> web.StreamResponse:
+    """导入: training records from CSV/XLSX; a file with any bad row is refused whole, each bad
+    row named by its line (as ``yilian quotas import``)."""
+    viewer = await _viewer(request, "quota.import")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+    upload = await _read_upload(request, viewer, 5 * 1024 * 1024)
+    if isinstance(upload, web.Response):
+        return upload
+    name, data, _fields = upload
+
+    def run():  # noqa: ANN202
+        from handlers import quota_service
+
+        with ctx.sessions.begin() as session, repo.audit_origin("web", client_address(request)):
+            return quota_service.import_records(session, name, data, actor=viewer.code, source="console")
+
+    result = await asyncio.to_thread(run)
+    if not result.ok:
+        return _render("quota_errors.html", viewer, http_status=400, file_name=name, errors=result.errors[:50],
+                       more=max(0, len(result.errors) - 50), page="quotas")
+    raise web.HTTPSeeOther("/admin/quotas?notice=" + quote(f"《{name}》已导入 {result.added} 条进修/下派记录。"))
 
 
 async def people(request: web.Request) -> web.StreamResponse:
@@ -433,11 +522,14 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/documents", documents),
         ("POST", "/admin/documents/upload", documents_upload),
         ("POST", "/admin/documents/delete", documents_delete),
+        ("GET", "/admin/documents/history", documents_history),
+        ("POST", "/admin/documents/rollback", documents_rollback),
         ("GET", "/admin/hittest", hittest),
         ("GET", "/admin/referrals", referrals),
         ("GET", "/admin/referrals/export.{fmt:csv|fhir}", referrals_export),
         ("GET", "/admin/meetings", meetings),
         ("GET", "/admin/quotas", quotas),
+        ("POST", "/admin/quotas/import", quotas_import),
         ("GET", "/admin/people", people),
         ("GET", "/admin/audit", audit),
     ]

@@ -13,7 +13,7 @@ from storage.models.directory import (
     Institution,
     Staff,
 )
-from storage.models.knowledge import Chunk, Document, KnowledgeState
+from storage.models.knowledge import Chunk, Document, DocumentVersion, KnowledgeState
 from storage.models.meetings import (
     Meeting,
     MeetingInvitation,
@@ -46,6 +46,7 @@ __all__ = [
     "Consortium",
     "DialogState",
     "Document",
+    "DocumentVersion",
     "InboundMessage",
     "Institution",
     "InviteCode",

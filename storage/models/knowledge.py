@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.db import Base
@@ -59,3 +59,22 @@ class KnowledgeState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DocumentVersion(Base):
+    """Every version of a policy as it was uploaded (the file itself): what the console's history
+    lists and what 回滚 re-ingests. Kept when a document is replaced or removed."""
+
+    __tablename__ = "document_versions"
+    __table_args__ = (UniqueConstraint("title", "version", name="uq_document_versions_title_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(300), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    consortium: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    uploaded_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
