@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from sys import intern
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from datetime import datetime, timezone
@@ -156,6 +156,33 @@ class IngestResult:
     status: str  # "added" | "updated" | "unchanged"
     version: int
     chunk_count: int
+
+
+@dataclass(frozen=True)
+class UploadPreview:
+    title: str
+    clauses: int
+    replaces_version: int | None  # the current version it would replace, None for a new document
+    unchanged: bool  # the very same file as the current version
+    added: list[str]  # clause labels (heading path)
+    changed: list[str]
+    removed: list[str]
+
+
+def _clause_map(items: Iterable[tuple[list[str], str | None, str]]) -> dict[str, str]:
+    """Clause label → normalised body. The label is where the clause sits: its sections and its
+    number (第三条, 3.2.1), not its own title, which is often the clause's first sentence and
+    changes with it; ``#2`` … tell repeats apart."""
+    out: dict[str, str] = {}
+    for path, clause_no, body in items:
+        parts = [*path[:-1], clause_no] if clause_no and path else list(path)
+        label = " › ".join(parts) or "（正文）"
+        key, n = label, 1
+        while key in out:
+            n += 1
+            key = f"{label} #{n}"
+        out[key] = "".join(body.split())
+    return out
 
 
 @dataclass(frozen=True)
@@ -587,6 +614,36 @@ class KnowledgeBase:
         stale = sorted(self._vectors.ids() - {c.id for c in live})
         self._vectors.delete(stale)
         return len(live), len(stale)
+
+    def preview(self, file_name: str, data: bytes, *, title: str | None = None) -> UploadPreview:
+        """What uploading this file would do, without doing it: its title, the clauses found and,
+        when it replaces a document, the clause-level diff (added / changed / removed). Raises
+        IngestError for a file that could not be ingested, with the same reason."""
+        from knowledge.readers import extract
+
+        file_name = clean_title(file_name) or "(unnamed file)"
+        extracted = extract(file_name, data, limits=self._limits)
+        title = _registered_title(file_name, title, extracted.title)
+        drafts = chunk_document(extracted, None, max_chunks=self._limits.max_chunks)
+        if not drafts:
+            raise IngestError(file_name, "no readable text found", "文件中没有可识别的正文文字")
+        new = _clause_map((d.heading_path, d.clause_no, d.body) for d in drafts)
+        with self._sessions() as session:
+            found = _find_document(session, title_key(title), title)
+            old: dict[str, str] = {}
+            version = None
+            if found is not None:
+                version = found.version
+                rows = session.execute(select(Chunk.heading_path, Chunk.clause_no, Chunk.text)
+                                       .where(Chunk.document_id == found.id).order_by(Chunk.seq)).all()
+                old = _clause_map((path or [], no, text) for path, no, text in rows)
+        return UploadPreview(
+            title=clean_title(title), clauses=len(drafts), replaces_version=version,
+            unchanged=found is not None and found.sha256 == hashlib.sha256(data).hexdigest(),
+            added=[k for k in new if k not in old],
+            changed=[k for k in new if k in old and new[k] != old[k]],
+            removed=[k for k in old if k not in new],
+        )
 
     def versions(self, title: str) -> list[VersionInfo]:
         """Every stored version of a document, newest first (the file itself is not loaded)."""

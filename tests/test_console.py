@@ -60,6 +60,13 @@ async def _csrf(browser: Browser, path: str = "/admin/documents") -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
+async def _confirm(browser: Browser, preview_html: str) -> str:
+    """Press 确认 on an upload preview page."""
+    csrf = re.search(r'name="csrf" value="([^"]+)"', preview_html).group(1)
+    token = re.search(r'name="token" value="([^"]+)"', preview_html).group(1)
+    return await (await browser.request("POST", "/admin/documents/confirm", data={"csrf": csrf, "token": token})).text()
+
+
 def test_the_table_covers_every_console_page_and_the_rules_agree():
     assert set(PAGES) == set(access.CONSOLE_PAGES) and set(HEADINGS) == set(PAGES)
 
@@ -121,9 +128,13 @@ async def test_upload_a_new_version_shows_in_the_hit_test_and_in_chat_then_delet
     data.add_field("file", policy.encode("utf-8"), filename="张店区远程会诊管理办法.txt", content_type="text/plain")
     res = await admin.request("POST", "/admin/documents/upload", data=data)
     html = await res.text()
-    assert res.status == 200 and "已收录" in html and "张店区远程会诊管理办法" in html
-
+    assert res.status == 200 and "上传预览" in html and "这是一份新文件" in html and "1 条条款" in html
     question = "远程会诊每周哪天开展？"
+    before = await (await admin.request("GET", "/admin/hittest", params={"q": question})).text()
+    assert "每周二、周四下午" not in before  # nothing is served before 确认
+    html = await _confirm(admin, html)
+    assert "已收录" in html and "张店区远程会诊管理办法" in html
+
     hit = await (await admin.request("GET", "/admin/hittest", params={"q": question})).text()
     assert "每周二、周四下午" in hit and "可回答概率" in hit
 
@@ -132,6 +143,8 @@ async def test_upload_a_new_version_shows_in_the_hit_test_and_in_chat_then_delet
     data.add_field("file", policy.replace("每周二、周四下午", "每周三上午").encode("utf-8"),
                    filename="张店区远程会诊管理办法.txt", content_type="text/plain")
     html = await (await admin.request("POST", "/admin/documents/upload", data=data)).text()
+    assert "将替换当前版本 v1" in html and "修改 1 条" in html and "新增 0 条" in html
+    html = await _confirm(admin, html)
     assert "已更新为新版本" in html and "v2" in html
     hit = await (await admin.request("GET", "/admin/hittest", params={"q": question})).text()
     assert "每周三上午" in hit and "每周二、周四下午" not in hit

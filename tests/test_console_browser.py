@@ -82,6 +82,8 @@ async def test_admin_uploads_a_new_version_and_sees_it_everywhere(server, browse
         policy.write_text(f"张店区远程会诊管理办法\n\n第一条 远程会诊{when}开展，由核心医院统一安排。\n", encoding="utf-8")
         await page.set_input_files("input[type=file]", str(policy))
         await page.click("button:has-text('上传')")
+        await page.wait_for_selector("h1:has-text('上传预览')")
+        await page.click("button:has-text('确认')")
         await page.wait_for_selector("text=张店区远程会诊管理办法")
         await page.wait_for_selector(f"text=v{version}")
     await page.screenshot(path=str(SHOTS / "console-documents-1280.png"), full_page=True)

@@ -22,7 +22,7 @@ ALL_TABLES = {
     "referrals", "referral_events", "referral_attachments", "notifications",  # 0005 referrals
     "meetings", "meeting_invitations", "meeting_responses", "reminder_log", "scheduler_leases",  # 0006
     "training_records",  # 0006 training quotas
-    "document_versions",  # 0007 every uploaded version of a policy (history, 回滚)
+    "document_versions", "staged_uploads",  # 0007 every uploaded version (history, 回滚); previews
 }
 
 

@@ -7,7 +7,7 @@ import asyncio
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -156,6 +156,8 @@ async def _read_upload(request: web.Request, viewer: Viewer, limit: int
 
 
 async def documents_upload(request: web.Request) -> web.StreamResponse:
+    """上传: the file is kept aside and previewed (title, clauses, diff against the version it
+    replaces); nothing is served from it before 确认."""
     viewer = await _viewer(request, "document.upload")
     if isinstance(viewer, web.StreamResponse):
         return viewer
@@ -166,26 +168,69 @@ async def documents_upload(request: web.Request) -> web.StreamResponse:
     name, data, _fields = upload
     kb = request.app[CONSOLE_ENGINE_KEY].kb
 
+    def stage():  # noqa: ANN202
+        import secrets
+
+        from knowledge.extract_types import IngestError
+        from storage.models import StagedUpload
+
+        try:
+            preview = kb.preview(name, data)
+        except IngestError as exc:
+            return None, None, exc.reason_zh or exc.reason
+        token = secrets.token_urlsafe(24)
+        with ctx.sessions.begin() as session:
+            session.query(StagedUpload).filter(StagedUpload.created_at < utcnow() - timedelta(days=1)).delete()
+            session.add(StagedUpload(token=token, staff_code=viewer.code, file_name=name[:300], data=data))
+        return preview, token, None
+
+    preview, token, error = await asyncio.to_thread(stage)
+    if error:
+        return _render("documents_error.html", viewer, http_status=400, error=f"《{name}》未收录：{error}")
+    return _render("preview.html", viewer, preview=preview, token=token, file_name=name, page="documents")
+
+
+async def documents_confirm(request: web.Request) -> web.StreamResponse:
+    """确认: the previewed file is ingested (a new version replaces the old one at once)."""
+    viewer = await _viewer(request, "document.upload")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+    ctx = request.app[CONSOLE_CTX_KEY]
+    kb = request.app[CONSOLE_ENGINE_KEY].kb
+
     def ingest():  # noqa: ANN202
         from knowledge.extract_types import IngestError
+        from storage.models import StagedUpload
 
+        token = form.get("token", "")
+        mine = (StagedUpload.token == token) & (StagedUpload.staff_code == viewer.code)
         with ctx.sessions() as session:
+            staged = session.scalars(select(StagedUpload).where(mine)).first()
+            if staged is None:
+                return None, "预览已过期或已确认过，请重新上传。"
+            name, data = staged.file_name, bytes(staged.data)
             staff = _staff(session, viewer)
             consortium = staff.institution.consortium.code if staff.institution else None
 
             def may_replace(existing: str | None) -> bool:
                 return access.can_manage_documents(staff, existing)
 
-        with repo.audit_origin("web", client_address(request)):
-            try:
-                return kb.ingest_bytes(name, bytes(data), uploaded_by=viewer.code, consortium=consortium,
-                                       may_replace=may_replace), None
-            except IngestError as exc:
-                return None, exc.reason_zh or exc.reason
+            with repo.audit_origin("web", client_address(request)):
+                try:
+                    result = kb.ingest_bytes(name, data, uploaded_by=viewer.code, consortium=consortium,
+                                             may_replace=may_replace)
+                except IngestError as exc:  # the staged file is kept: 确认 can be tried again
+                    return None, f"《{name}》未收录：{exc.reason_zh or exc.reason}"
+        with ctx.sessions.begin() as session:
+            session.query(StagedUpload).filter(mine).delete()
+        return result, None
 
     result, error = await asyncio.to_thread(ingest)
     if error:
-        return _render("documents_error.html", viewer, http_status=400, error=f"《{name}》未收录：{error}")
+        return _render("documents_error.html", viewer, http_status=400, error=error)
     verb = {"added": "已收录", "updated": "已更新为新版本", "unchanged": "内容未变化"}.get(result.status, result.status)
     notice = f"《{result.title}》{verb}（v{result.version}，{result.chunk_count} 条）"
     raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
@@ -521,6 +566,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/", home),
         ("GET", "/admin/documents", documents),
         ("POST", "/admin/documents/upload", documents_upload),
+        ("POST", "/admin/documents/confirm", documents_confirm),
         ("POST", "/admin/documents/delete", documents_delete),
         ("GET", "/admin/documents/history", documents_history),
         ("POST", "/admin/documents/rollback", documents_rollback),

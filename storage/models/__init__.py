@@ -13,7 +13,7 @@ from storage.models.directory import (
     Institution,
     Staff,
 )
-from storage.models.knowledge import Chunk, Document, DocumentVersion, KnowledgeState
+from storage.models.knowledge import Chunk, Document, DocumentVersion, KnowledgeState, StagedUpload
 from storage.models.meetings import (
     Meeting,
     MeetingInvitation,
@@ -47,6 +47,7 @@ __all__ = [
     "DialogState",
     "Document",
     "DocumentVersion",
+    "StagedUpload",
     "InboundMessage",
     "Institution",
     "InviteCode",

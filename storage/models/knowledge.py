@@ -78,3 +78,18 @@ class DocumentVersion(Base):
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StagedUpload(Base):
+    """A policy file uploaded in the console and shown as a preview (clauses found, clause-level
+    diff against the current version), waiting for 确认. In the database, not in a worker's
+    memory: the confirmation may reach any worker. Deleted once confirmed or after a day."""
+
+    __tablename__ = "staged_uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_code: Mapped[str] = mapped_column(String(100))
+    file_name: Mapped[str] = mapped_column(String(300))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

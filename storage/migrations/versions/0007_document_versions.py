@@ -1,4 +1,4 @@
-"""document versions
+"""document versions, staged console uploads
 
 Revision ID: 0007
 Revises: 0006
@@ -36,10 +36,25 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('document_versions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_document_versions_title'), ['title'], unique=False)
+    op.create_table('staged_uploads',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('token', sa.String(length=64), nullable=False),
+    sa.Column('staff_code', sa.String(length=100), nullable=False),
+    sa.Column('file_name', sa.String(length=300), nullable=False),
+    sa.Column('data', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_staged_uploads')),
+    sa.UniqueConstraint('token', name=op.f('uq_staged_uploads_token'))
+    )
+    with op.batch_alter_table('staged_uploads', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_staged_uploads_created_at'), ['created_at'], unique=False)
 
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('staged_uploads', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_staged_uploads_created_at'))
+    op.drop_table('staged_uploads')
     with op.batch_alter_table('document_versions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_document_versions_title'))
 
