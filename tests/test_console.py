@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.server import create_app
 from storage import access
 from storage import repositories as repo
-from tests.test_referral_export import make_referral, validate_r4
+from tests.test_referral_export import ID_NUMBER, PHONE, make_referral, validate_r4
 from web_support import Browser, login_link_for, sign_in_with_link
 
 pytest_plugins = ("engine_support", "web_support")
@@ -199,7 +199,7 @@ async def test_referrals_are_scoped_masked_and_exported(console, engine, engine_
         make_referral(session, "dr_liu_zd", "张店区人民医院", patient_name="张三丰")
     admin = await _signed_in(console, engine, "admin")
     html = await (await admin.request("GET", "/admin/referrals")).text()
-    assert "张**" in html and "张三丰" not in html  # masked in the list
+    assert "张*丰" in html and "张三丰" not in html  # masked in the list
     assert "导出CSV" in html and "导出FHIR" in html
     csv_res = await admin.request("GET", "/admin/referrals/export.csv")
     assert csv_res.status == 200 and csv_res.content_type == "text/csv"
@@ -213,6 +213,17 @@ async def test_referrals_are_scoped_masked_and_exported(console, engine, engine_
         exports = repo.audit_entries(session, action="referral.export")
     assert {e.details["format"] for e in exports} >= {"csv", "fhir"} and exports[0].actor == "admin_zd"
 
+    # the detail: masked, with its timeline; 查看完整信息 unmasks it and is audited
+    number = re.search(r"/admin/referrals/([A-Z]+-\d+-\d+)", html).group(1)
+    detail = await (await admin.request("GET", f"/admin/referrals/{number}")).text()
+    assert "时间线" in detail and "张*丰" in detail and ID_NUMBER not in detail and PHONE not in detail
+    csrf = re.search(r'name="csrf" value="([^"]+)"', detail).group(1)
+    full = await (await admin.request("POST", f"/admin/referrals/{number}", data={"csrf": csrf})).text()
+    assert "张三丰" in full and ID_NUMBER in full and PHONE in full
+    with engine_ctx.sessions() as session:
+        [seen] = repo.audit_entries(session, action="referral.view_full")
+    assert seen.actor == "admin_zd" and seen.target == number and seen.channel == "web"
+
     # the receiving institution's liaison officer sees it, read-only; another institution's does not
     receiving = await _signed_in(console, engine, "liaison")
     html = await (await receiving.request("GET", "/admin/referrals")).text()
@@ -220,6 +231,7 @@ async def test_referrals_are_scoped_masked_and_exported(console, engine, engine_
     other = await _signed_in(console, engine, "other_liaison")
     html = await (await other.request("GET", "/admin/referrals")).text()
     assert "暂无转诊记录" in html
+    assert (await other.request("GET", f"/admin/referrals/{number}")).status == 404
 
 
 async def test_quota_page_draws_progress_for_the_liaisons_institution_only(console, engine):

@@ -17,10 +17,11 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from bot.webauth import client_address, request_session
+from handlers.referral.rules import DIRECTION_LABELS, STATUS_LABELS, URGENCY_LABELS, mask_name
 from storage import access
 from storage import repositories as repo
 from storage.models import AuditLog, Institution, Staff
-from storage.privacy import mask_phone
+from storage.privacy import mask_id_number, mask_phone
 from storage.types import CHINA_TZ, utcnow
 
 CONSOLE_CTX_KEY: web.AppKey[Any] = web.AppKey("yilian_console_ctx", object)
@@ -29,9 +30,8 @@ CONSOLE_ENGINE_KEY: web.AppKey[Any] = web.AppKey("yilian_console_engine", object
 PAGE_SIZE = 50
 NAV = [("documents", "文档"), ("hittest", "命中测试"), ("referrals", "转诊"), ("meetings", "会议"),
        ("quotas", "配额"), ("people", "人员"), ("audit", "审计")]
-STATUS_ZH = {"draft": "草稿", "submitted": "待接收", "accepted": "已接收", "rejected": "已拒绝",
-             "arrived": "已到达", "completed": "已完成", "cancelled": "已撤回"}
-DIRECTION_ZH = {"up": "上转", "down": "下转"}
+STATUS_ZH = {k: zh for k, (zh, _en) in STATUS_LABELS.items()}
+DIRECTION_ZH = {k: zh for k, (zh, _en) in DIRECTION_LABELS.items()}
 ANSWER_ZH = {"attend": "参加", "leave": "请假", "none": "未回复"}
 
 _templates = jinja2.Environment(
@@ -379,8 +379,7 @@ async def referrals(request: web.Request) -> web.StreamResponse:
                 "number": r.number, "status": STATUS_ZH.get(r.status, r.status),
                 "direction": DIRECTION_ZH.get(r.direction, r.direction),
                 "from": r.from_institution.name, "to": r.to_institution.name,
-                # patient data stays masked in lists: the name's first character only
-                "patient": (r.patient_name[:1] + "*" * max(1, len(r.patient_name) - 1)) if r.patient_name else "",
+                "patient": mask_name(r.patient_name or ""),  # patient data stays masked in lists
                 "created": _local(r.created_at),
             } for r in shown], total
 
@@ -389,6 +388,55 @@ async def referrals(request: web.Request) -> web.StreamResponse:
                    pages=max(1, -(-total // PAGE_SIZE)), status=status, direction=direction,
                    statuses=STATUS_ZH, directions=DIRECTION_ZH,
                    may_export=viewer.scope.institution_id is None, page="referrals")
+
+
+async def referral_detail(request: web.Request) -> web.StreamResponse:
+    """One referral with its timeline, masked; 查看完整信息 (POST, audited) unmasks the patient's
+    ID number and phone for someone who may see the referral at all."""
+    viewer = await _viewer(request, "referrals")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    number = request.match_info["number"]
+    full = request.method == "POST"
+    if full:
+        form = await _form(request, viewer)
+        if isinstance(form, web.Response):
+            return form
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def load() -> dict[str, Any] | None:
+        from storage import referrals as store
+
+        with ctx.sessions.begin() as session:
+            r = store.get_by_number(session, number)
+            staff = _staff(session, viewer)
+            if r is None or not access.can_view_referral(staff, r.from_institution, r.to_institution,
+                                                         sender_id=r.sender_id):
+                return None
+            if full:
+                with repo.audit_origin("web", client_address(request)):
+                    repo.record(session, viewer.code, "referral.view_full", r.number)
+            return {
+                "number": r.number, "status": STATUS_ZH.get(r.status, r.status),
+                "direction": DIRECTION_ZH.get(r.direction, r.direction),
+                "urgency": URGENCY_LABELS.get(r.urgency, (r.urgency,))[0], "green_channel": r.green_channel,
+                "from": r.from_institution.name, "to": r.to_institution.name, "to_department": r.to_department or "",
+                "sender": r.sender.name, "sender_department": r.sender_department or "",
+                "patient": r.patient_name if full else mask_name(r.patient_name or ""),
+                "sex": r.patient_sex, "age": r.patient_age,
+                "id_number": (r.patient_id_number if full else mask_id_number(r.patient_id_number)) or "",
+                "phone": (r.patient_phone if full else mask_phone(r.patient_phone)) or "",
+                "diagnosis": r.diagnosis, "history": r.history, "reason": r.reason,
+                "reject_reason": r.reject_reason or "",
+                "timeline": [{"at": _local(e.at), "from": STATUS_ZH.get(e.from_status or "", e.from_status or ""),
+                              "to": STATUS_ZH.get(e.to_status, e.to_status), "actor": e.actor,
+                              "channel": e.channel or "", "note": e.note or ""} for e in r.events],
+            }
+
+    referral = await asyncio.to_thread(load)
+    if referral is None:
+        return _render("forbidden.html", viewer, http_status=404, reason="没有找到这条转诊，或您无权查看。")
+    return _render("referral.html", viewer, r=referral, full=full, page="referrals")
 
 
 async def referrals_export(request: web.Request) -> web.StreamResponse:
@@ -573,6 +621,8 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/hittest", hittest),
         ("GET", "/admin/referrals", referrals),
         ("GET", "/admin/referrals/export.{fmt:csv|fhir}", referrals_export),
+        ("GET", "/admin/referrals/{number}", referral_detail),
+        ("POST", "/admin/referrals/{number}", referral_detail),
         ("GET", "/admin/meetings", meetings),
         ("GET", "/admin/quotas", quotas),
         ("POST", "/admin/quotas/import", quotas_import),
