@@ -158,6 +158,12 @@ def occurrences(meeting: MeetingInfo, start: datetime, end: datetime) -> list[da
 
 
 def next_occurrence(meeting: MeetingInfo, now: datetime) -> datetime | None:
+    """The first occurrence at or after ``now``: a meeting set further ahead than ``HORIZON``
+    has one too (its invitation goes out when it is set, not when it comes near)."""
+    if meeting.cancelled:
+        return None
+    if meeting.starts_at >= now:
+        return meeting.starts_at
     found = occurrences(meeting, now, now + HORIZON)
     return found[0] if found else None
 

@@ -233,6 +233,7 @@ CONSOLE_ACTIONS: dict[str, Audience] = {
     "document.rollback": Audience.ADMIN,
     "referral.export": Audience.ADMIN,
     "quota.import": Audience.ADMIN,
+    "meeting.manage": Audience.ADMIN,
     "audit.export": Audience.ADMIN,
 }
 

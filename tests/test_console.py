@@ -271,3 +271,44 @@ async def test_quota_import_names_bad_lines_and_stores_a_good_file(console, engi
     with engine_ctx.sessions() as session:
         assert session.query(TrainingRecord).count() == 1
         assert repo.audit_entries(session, action="quota.import")[0].channel == "web"
+
+
+async def test_admin_schedules_and_cancels_a_meeting_and_liaisons_are_told(console, engine, engine_ctx):
+    from storage.models import Meeting, Notification
+
+    admin = await _signed_in(console, engine, "admin")
+    form = await (await admin.request("GET", "/admin/meetings/new")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    # a mistake keeps what was typed and says what is wrong
+    res = await admin.request("POST", "/admin/meetings/new", data={
+        "csrf": csrf, "kind": "理事会", "title": "第一季度理事会", "at": "2020-01-01T09:00", "place": "三楼会议室"})
+    html = await res.text()
+    assert res.status == 400 and "会议时间已过" in html and 'value="第一季度理事会"' in html and "三楼会议室" in html
+    with engine_ctx.sessions() as session:
+        assert session.query(Meeting).count() == 0
+    html = await (await admin.request("POST", "/admin/meetings/new", data={
+        "csrf": csrf, "kind": "理事会", "title": "第一季度理事会", "at": "2030-01-15T09:00", "place": "三楼会议室",
+        "repeat": "quarterly"})).text()
+    assert "已安排" in html and "第一季度理事会" in html and "即将召开" in html
+    with engine_ctx.sessions() as session:
+        meeting = session.query(Meeting).one()
+        codes = {s.id: s.code for s in repo.list_staff(session)}
+        told = {codes[n.staff_id] for n in session.query(Notification).filter_by(kind="meeting_invite")}
+    assert "liaison_ma_zd" in told  # the invited institutions' liaison officers are told at once
+
+    html = await (await admin.request("POST", f"/admin/meetings/{meeting.id}/cancel",
+                                      data={"csrf": csrf, "title": "第一季度理事会"})).text()
+    assert "确认" in html
+    html = await (await admin.request("POST", f"/admin/meetings/{meeting.id}/cancel",
+                                      data={"csrf": csrf, "title": "第一季度理事会", "confirm": "yes"})).text()
+    assert "已取消" in html
+    with engine_ctx.sessions() as session:
+        assert session.get(Meeting, meeting.id).status == "cancelled"
+        cancelled = {codes[n.staff_id] for n in session.query(Notification).filter_by(kind="meeting_cancel")}
+    assert cancelled == told  # the cancellation reaches the same people
+
+    # the liaison officer sees meetings read-only (the test client has one cookie jar: admin is out now)
+    liaison = await _signed_in(console, engine, "liaison")
+    html = await (await liaison.request("GET", "/admin/meetings")).text()
+    assert "第一季度理事会" in html and "取消会议" not in html and "新建会议" not in html
+    assert (await liaison.request("GET", "/admin/meetings/new", allow_redirects=False)).status == 403

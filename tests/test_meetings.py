@@ -257,3 +257,14 @@ def test_meetings_cli_edit_and_cancel(engine_ctx):
     assert run("meetings", "edit", "nope", "--place", "x").exit_code == 2
     listed = json.loads(run("meetings", "list", "--json").output)
     assert (listed[0]["status"], listed[0]["place"], listed[0]["sequence"]) == ("cancelled", "四楼会议室", 2)
+
+
+def test_a_meeting_set_further_ahead_than_the_horizon_still_has_its_next_occurrence():
+    """Its invitation goes out when it is set (a regression: nothing was sent for such a meeting)."""
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    far = info(starts_at=datetime(2029, 3, 1, 1, 0, tzinfo=timezone.utc))
+    assert rules.next_occurrence(far, now) == far.starts_at
+    assert rules.next_occurrence(info(starts_at=far.starts_at, repeat="quarterly"), now) == far.starts_at
+    assert rules.next_occurrence(info(starts_at=far.starts_at, cancelled=True), now) is None
+    past_once = info(starts_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert rules.next_occurrence(past_once, now) is None

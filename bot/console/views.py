@@ -499,7 +499,79 @@ async def meetings(request: web.Request) -> web.StreamResponse:
         return upcoming, past
 
     upcoming, past = await asyncio.to_thread(load)
-    return _render("meetings.html", viewer, upcoming=upcoming, past=past, page="meetings")
+    return _render("meetings.html", viewer, upcoming=upcoming, past=past, page="meetings",
+                   notice=request.query.get("notice", "")[:300], may_manage=not viewer.scope.read_only)
+
+
+MEETING_KINDS = ("联席会议", "理事会", "工作例会", "其他")
+REPEATS = {"": "不重复", "monthly": "每月", "quarterly": "每季度", "yearly": "每年"}
+
+
+async def meetings_create(request: web.Request) -> web.StreamResponse:
+    """新建会议: the invited institutions' liaison officers get the invitation at once (as from
+    chat); a mistake is shown above the form, with everything typed kept."""
+    viewer = await _viewer(request, "meeting.manage")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    ctx = request.app[CONSOLE_CTX_KEY]
+    if request.method == "GET":
+        return _render("meeting_form.html", viewer, values={}, error="", kinds=MEETING_KINDS, repeats=REPEATS,
+                       page="meetings")
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+
+    def create() -> str | None:
+        from handlers import meeting_service
+
+        try:  # a MeetingError leaves the transaction, which is rolled back: nothing is half made
+            with ctx.sessions.begin() as session, repo.audit_origin("web", client_address(request)):
+                staff = _staff(session, viewer)
+                meeting_service.add_meeting(
+                    session, ctx.router, consortium_code=staff.institution.consortium.code,
+                    kind=form.get("kind", ""), title=form.get("title", ""), at=form.get("at", "").replace("T", " "),
+                    place=form.get("place") or None, link=form.get("link") or None,
+                    agenda=form.get("agenda") or None, repeat=form.get("repeat") or None,
+                    actor=viewer.code, organiser=staff, now=utcnow())
+        except meeting_service.MeetingError as exc:
+            return str(exc)
+        return None
+
+    error = await asyncio.to_thread(create)
+    if error:
+        return _render("meeting_form.html", viewer, http_status=400, values=form, error=error, kinds=MEETING_KINDS,
+                       repeats=REPEATS, page="meetings")
+    raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已安排“{form.get('title', '')}”，已通知受邀机构的联络员。"))
+
+
+async def meetings_cancel(request: web.Request) -> web.StreamResponse:
+    viewer = await _viewer(request, "meeting.manage")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+    ctx = request.app[CONSOLE_CTX_KEY]
+    meeting_id = int(request.match_info["meeting_id"])
+    if form.get("confirm") != "yes":
+        return _render("confirm_cancel.html", viewer, meeting_id=meeting_id, title=form.get("title", ""))
+
+    def cancel() -> str:
+        from handlers import meeting_service
+        from storage.models import Meeting
+
+        with ctx.sessions.begin() as session, repo.audit_origin("web", client_address(request)):
+            meeting = session.get(Meeting, meeting_id)
+            if meeting is None or meeting.consortium_id != viewer.scope.consortium_id:
+                return "没有找到这个会议。"
+            try:
+                meeting_service.cancel_meeting(session, ctx.router, meeting, actor=viewer.code, now=utcnow())
+            except meeting_service.MeetingError as exc:
+                return str(exc)
+            return f"“{meeting.title}”已取消，已通知受邀机构的联络员。"
+
+    notice = await asyncio.to_thread(cancel)
+    raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(notice))
 
 
 async def quotas(request: web.Request) -> web.StreamResponse:
@@ -624,6 +696,9 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/referrals/{number}", referral_detail),
         ("POST", "/admin/referrals/{number}", referral_detail),
         ("GET", "/admin/meetings", meetings),
+        ("GET", "/admin/meetings/new", meetings_create),
+        ("POST", "/admin/meetings/new", meetings_create),
+        ("POST", "/admin/meetings/{meeting_id:\\d+}/cancel", meetings_cancel),
         ("GET", "/admin/quotas", quotas),
         ("POST", "/admin/quotas/import", quotas_import),
         ("GET", "/admin/people", people),
