@@ -234,6 +234,7 @@ CONSOLE_ACTIONS: dict[str, Audience] = {
     "referral.export": Audience.ADMIN,
     "quota.import": Audience.ADMIN,
     "meeting.manage": Audience.ADMIN,
+    "people.manage": Audience.ADMIN,
     "audit.export": Audience.ADMIN,
 }
 

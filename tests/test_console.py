@@ -312,3 +312,31 @@ async def test_admin_schedules_and_cancels_a_meeting_and_liaisons_are_told(conso
     html = await (await liaison.request("GET", "/admin/meetings")).text()
     assert "第一季度理事会" in html and "取消会议" not in html and "新建会议" not in html
     assert (await liaison.request("GET", "/admin/meetings/new", allow_redirects=False)).status == 403
+
+
+async def test_admin_invites_changes_roles_and_revokes_and_every_step_is_audited(console, engine, engine_ctx):
+    admin = await _signed_in(console, engine, "admin")
+    csrf = await _csrf(admin, "/admin/people")
+    html = await (await admin.request("POST", "/admin/people/dr_liu_zd/invite", data={"csrf": csrf})).text()
+    code = re.search(r"/bind ([A-Z0-9]+)", html).group(1)
+    assert "一次性绑定码" in html and len(code) == 8
+    html = await (await admin.request("POST", "/admin/people/dr_liu_zd/roles",
+                                      data={"csrf": csrf, "role_physician": "on", "role_liaison": "on"})).text()
+    assert "角色已改为" in html and "联络员" in html
+    html = await (await admin.request("POST", "/admin/people/dr_liu_zd/roles", data={"csrf": csrf})).text()
+    assert "至少要保留一个角色" in html
+    html = await (await admin.request("POST", "/admin/people/admin_zd/roles",
+                                      data={"csrf": csrf, "role_physician": "on"})).text()
+    assert "不能取消自己的管理员角色" in html
+    html = await (await admin.request("POST", "/admin/people/dr_liu_zd/revoke", data={"csrf": csrf})).text()
+    assert "已撤销" in html
+    # another consortium's staff member cannot be touched
+    html = await (await admin.request("POST", "/admin/people/dr_wang_sy/invite", data={"csrf": csrf})).text()
+    assert "不属于本医联体" in html
+    with engine_ctx.sessions() as session:
+        person = repo.get_staff_by_code(session, "dr_liu_zd")
+        assert person.telegram_user_id is None and set(person.roles) == {"physician", "liaison"}
+        mine = [e for e in repo.audit_entries(session, actor="admin_zd")
+                if e.action in ("invite.create", "role_change", "unbind")]
+    assert {e.action for e in mine} == {"invite.create", "role_change", "unbind"}
+    assert {e.channel for e in mine} == {"web"} and all(e.target == "staff:dr_liu_zd" for e in mine)

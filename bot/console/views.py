@@ -644,7 +644,8 @@ async def people(request: web.Request) -> web.StreamResponse:
             for inst in insts:
                 staff = repo.list_staff(session, institution_id=inst.id)
                 out.append({"name": inst.name, "level": inst.level, "staff": [{
-                    "code": s.code, "name": s.name, "roles": s.roles_zh, "department": s.department or "",
+                    "code": s.code, "name": s.name, "roles": s.roles_zh, "role_keys": list(s.roles or []),
+                    "department": s.department or "",
                     "phone": mask_phone(s.phone) or "", "active": bool(s.active),
                     "channels": "、".join(c for c, bound in (("企业微信", s.wecom_userid), ("Telegram", s.telegram_user_id))
                                          if bound) or "未绑定",
@@ -652,7 +653,53 @@ async def people(request: web.Request) -> web.StreamResponse:
             return out
 
     rows = await asyncio.to_thread(load)
-    return _render("people.html", viewer, institutions=rows, page="people")
+    return _render("people.html", viewer, institutions=rows, page="people", roles=ROLE_CHOICES,
+                   notice=request.query.get("notice", "")[:300])
+
+
+ROLE_CHOICES = (("physician", "医生"), ("liaison", "联络员"), ("admin", "管理员"))
+
+
+async def people_action(request: web.Request) -> web.StreamResponse:
+    """邀请 (a one-time binding code to hand over), 撤销 (unbind Telegram, end web sessions) and
+    role changes, for staff of the admin's own consortium; each audited."""
+    viewer = await _viewer(request, "people.manage")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+    ctx = request.app[CONSOLE_CTX_KEY]
+    code, action = request.match_info["code"], request.match_info["action"]
+
+    def run() -> tuple[str, str | None]:
+        from storage import signin
+
+        with ctx.sessions.begin() as session, repo.audit_origin("web", client_address(request)):
+            admin = _staff(session, viewer)
+            person = repo.get_staff_by_code(session, code, active_only=False)
+            if person is None or not access.can_manage_staff_member(admin, person):
+                return "没有找到这位人员，或其不属于本医联体。", None
+            if action == "invite":
+                plain = repo.create_invite(session, person, created_by=viewer.code,
+                                           ttl_hours=ctx.settings.invite_ttl_hours)
+                return f"已为{person.name}生成一次性绑定码（{ctx.settings.invite_ttl_hours} 小时内有效）。", plain
+            if action == "revoke":
+                unbound = repo.unbind_telegram(session, person, actor=viewer.code)
+                ended = signin.revoke_staff_sessions(session, person, actor=viewer.code)
+                return f"已撤销{person.name}的 Telegram 绑定{'' if unbound else '（原本未绑定）'}，结束网页登录 {ended} 个。", None
+            roles = [r for r, _ in ROLE_CHOICES if form.get(f"role_{r}") == "on"]
+            if not roles:
+                return "至少要保留一个角色。", None
+            if person.id == admin.id and "admin" not in roles:
+                return "不能取消自己的管理员角色（请另一位管理员操作）。", None
+            changed = repo.set_roles(session, person, roles, actor=viewer.code)
+            return (f"{person.name}的角色已改为 {person.roles_zh}。" if changed else "角色没有变化。"), None
+
+    notice, invite_code = await asyncio.to_thread(run)
+    if invite_code:
+        return _render("invite.html", viewer, notice=notice, code=invite_code, page="people")
+    raise web.HTTPSeeOther("/admin/people?notice=" + quote(notice))
 
 
 async def audit(request: web.Request) -> web.StreamResponse:
@@ -702,6 +749,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/quotas", quotas),
         ("POST", "/admin/quotas/import", quotas_import),
         ("GET", "/admin/people", people),
+        ("POST", "/admin/people/{code}/{action:invite|revoke|roles}", people_action),
         ("GET", "/admin/audit", audit),
     ]
 
