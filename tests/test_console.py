@@ -340,3 +340,30 @@ async def test_admin_invites_changes_roles_and_revokes_and_every_step_is_audited
                 if e.action in ("invite.create", "role_change", "unbind")]
     assert {e.action for e in mine} == {"invite.create", "role_change", "unbind"}
     assert {e.channel for e in mine} == {"web"} and all(e.target == "staff:dr_liu_zd" for e in mine)
+
+
+async def test_referral_filters_and_the_audit_export(console, engine, engine_ctx):
+    from datetime import timedelta
+
+    from storage.types import utcnow
+
+    with engine_ctx.sessions.begin() as session:
+        make_referral(session, "dr_liu_zd", "张店区人民医院", patient_name="赵一", now=utcnow() - timedelta(days=40))
+        make_referral(session, "dr_liu_zd", "张店区人民医院", patient_name="钱二", status="accepted")
+    admin = await _signed_in(console, engine, "admin")
+    html = await (await admin.request("GET", "/admin/referrals")).text()
+    assert "共 2 条" in html
+    since = (utcnow() - timedelta(days=7)).strftime("%Y-%m-%d")
+    html = await (await admin.request("GET", "/admin/referrals", params={"since": since})).text()
+    assert "共 1 条" in html and "钱*" in html and "赵*" not in html
+    html = await (await admin.request("GET", "/admin/referrals", params={"status": "submitted"})).text()
+    assert "共 1 条" in html and "赵*" in html
+    csv_text = await (await admin.request("GET", "/admin/referrals/export.csv", params={"since": since})).text()
+    assert csv_text.count("\n") == 2  # the header and the one referral of the filter
+
+    res = await admin.request("GET", "/admin/audit/export.csv", params={"action": "referral.export"})
+    text = await res.text()
+    assert res.status == 200 and res.content_type == "text/csv" and "referral.export" in text
+    assert "张店区人民医院" not in text  # no referral content in the audit export
+    with engine_ctx.sessions() as session:
+        assert repo.audit_entries(session, action="audit.export")[0].actor == "admin_zd"

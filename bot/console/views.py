@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 from aiohttp import web
@@ -347,15 +347,34 @@ def _consortium_model():  # noqa: ANN202
     return Consortium
 
 
-def _referral_rows(session, viewer: Viewer, status: str | None, direction: str | None):  # noqa: ANN001, ANN202
+def _scope_institutions(session, viewer: Viewer) -> list[Institution]:  # noqa: ANN001
+    scope = viewer.scope
+    stmt = select(Institution).where(Institution.consortium_id == scope.consortium_id).order_by(Institution.id)
+    if scope.institution_id is not None:
+        stmt = stmt.where(Institution.id == scope.institution_id)
+    return list(session.scalars(stmt))
+
+
+def _since(value: str | None) -> datetime | None:
+    """``YYYY-MM-DD`` (Beijing time) → the start of that day, aware; None if empty or invalid."""
+    try:
+        return datetime.strptime((value or "").strip(), "%Y-%m-%d").replace(tzinfo=CHINA_TZ) if value else None
+    except ValueError:
+        return None
+
+
+def _referral_rows(session, viewer: Viewer, query) -> list:  # noqa: ANN001
+    """The referrals ``viewer`` may list, filtered by the query's status, direction, institution
+    (either end) and ``since`` date."""
     from storage import referrals as store
 
-    scope = viewer.scope
-    if scope.institution_id is not None:
-        ids = [scope.institution_id]
-    else:
-        ids = [i.id for i in session.scalars(select(Institution).where(Institution.consortium_id == scope.consortium_id))]
-    rows = store.list_referrals(session, status=status or None, institution_ids=ids)
+    ids = [i.id for i in _scope_institutions(session, viewer)]
+    wanted = query.get("institution", "")
+    if wanted.isdigit() and int(wanted) in ids:
+        ids = [int(wanted)]
+    rows = store.list_referrals(session, status=query.get("status") or None, institution_ids=ids,
+                                since=_since(query.get("since")))
+    direction = query.get("direction")
     if direction:
         rows = [r for r in rows if r.direction == direction]
     return rows
@@ -372,7 +391,8 @@ async def referrals(request: web.Request) -> web.StreamResponse:
 
     def load() -> tuple[list[dict[str, Any]], int]:
         with ctx.sessions() as session:
-            rows = _referral_rows(session, viewer, status, direction)
+            rows = _referral_rows(session, viewer, request.query)
+            institutions = [(i.id, i.name) for i in _scope_institutions(session, viewer)]
             total = len(rows)
             shown = rows[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
             return [{
@@ -381,12 +401,15 @@ async def referrals(request: web.Request) -> web.StreamResponse:
                 "from": r.from_institution.name, "to": r.to_institution.name,
                 "patient": mask_name(r.patient_name or ""),  # patient data stays masked in lists
                 "created": _local(r.created_at),
-            } for r in shown], total
+            } for r in shown], total, institutions
 
-    rows, total = await asyncio.to_thread(load)
+    rows, total, institutions = await asyncio.to_thread(load)
     return _render("referrals.html", viewer, rows=rows, total=total, page_no=page_no,
                    pages=max(1, -(-total // PAGE_SIZE)), status=status, direction=direction,
-                   statuses=STATUS_ZH, directions=DIRECTION_ZH,
+                   statuses=STATUS_ZH, directions=DIRECTION_ZH, institutions=institutions,
+                   institution=request.query.get("institution", ""), since=request.query.get("since", "")[:10],
+                   filters=urlencode({k: request.query.get(k, "") for k in ("status", "direction", "institution",
+                                                                               "since")}),
                    may_export=viewer.scope.institution_id is None, page="referrals")
 
 
@@ -451,7 +474,7 @@ async def referrals_export(request: web.Request) -> web.StreamResponse:
         from handlers.referral import fhir as fhir_export
 
         with ctx.sessions.begin() as session:
-            rows = list(reversed(_referral_rows(session, viewer, request.query.get("status"), None)))
+            rows = list(reversed(_referral_rows(session, viewer, request.query)))
             text = export.to_csv(rows) if fmt == "csv" else json.dumps(fhir_export.bundle(rows), ensure_ascii=False,
                                                                        indent=2)
             with repo.audit_origin("web", client_address(request)):
@@ -727,6 +750,40 @@ async def audit(request: web.Request) -> web.StreamResponse:
                    pages=max(1, -(-total // PAGE_SIZE)), action=action, page="audit")
 
 
+async def audit_export(request: web.Request) -> web.StreamResponse:
+    """导出 the audit log (filtered like the page) as CSV; the export itself is audited."""
+    viewer = await _viewer(request, "audit.export")
+    if isinstance(viewer, web.StreamResponse):
+        return viewer
+    action = request.query.get("action", "").strip()[:50]
+    ctx = request.app[CONSOLE_CTX_KEY]
+
+    def build() -> str:
+        import csv
+        import io
+
+        from storage.privacy import scrub_text
+
+        with ctx.sessions.begin() as session:
+            stmt = select(AuditLog).order_by(AuditLog.at.desc(), AuditLog.id.desc()).limit(100_000)
+            if action:
+                stmt = stmt.where(AuditLog.action == action)
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(["时间", "操作人", "操作", "对象", "渠道", "地址", "详情"])
+            for r in session.scalars(stmt):
+                writer.writerow([_local(r.at), r.actor, r.action, r.target or "", r.channel or "", r.client_address or "",
+                                 scrub_text(json.dumps(r.details or {}, ensure_ascii=False))])
+            with repo.audit_origin("web", client_address(request)):
+                repo.record(session, viewer.code, "audit.export", details={"action": action or None})
+            return "\ufeff" + out.getvalue()  # a BOM: Excel opens UTF-8 CSV correctly
+
+    text = await asyncio.to_thread(build)
+    stamp = utcnow().astimezone(CHINA_TZ).strftime("%Y%m%d")
+    return web.Response(text=text, content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.csv"'})
+
+
 def routes() -> list[tuple[str, str, Any]]:
     return [
         ("GET", "/admin", home),
@@ -751,6 +808,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/people", people),
         ("POST", "/admin/people/{code}/{action:invite|revoke|roles}", people_action),
         ("GET", "/admin/audit", audit),
+        ("GET", "/admin/audit/export.csv", audit_export),
     ]
 
 
