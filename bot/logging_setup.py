@@ -17,10 +17,22 @@ import hashlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 #: The id of the message (or HTTP request) being handled, for every log line meanwhile.
 REQUEST_ID: ContextVar[str | None] = ContextVar("yilian_request_id", default=None)
+
+
+@contextmanager
+def request_scope(request_id: str | None) -> Iterator[None]:
+    """Log lines inside carry ``request_id`` (restored afterwards)."""
+    token = REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(token)
 
 
 def request_id_for(channel: str, external_id: str) -> str:

@@ -44,7 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
-from bot.logging_setup import REQUEST_ID, request_id_of_outbox_key
+from bot.logging_setup import request_id_of_outbox_key, request_scope
 from storage.models import OutboxMessage
 from storage.types import as_utc, utcnow
 
@@ -337,11 +337,8 @@ class OutboxSender:
                 pass
 
     async def _deliver(self, item: OutboxItem) -> None:
-        token = REQUEST_ID.set(request_id_of_outbox_key(item.dedupe_key))  # the message it answers
-        try:
+        with request_scope(request_id_of_outbox_key(item.dedupe_key)):  # the message it answers
             await self._deliver_item(item)
-        finally:
-            REQUEST_ID.reset(token)
 
     async def _deliver_item(self, item: OutboxItem) -> None:
         transport = self.transports[item.channel]

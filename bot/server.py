@@ -140,15 +140,12 @@ async def request_id_middleware(request: web.Request, handler):  # noqa: ANN001 
     id of the message it carries); the response says it in ``X-Request-ID`` for support."""
     import secrets
 
-    from bot.logging_setup import REQUEST_ID
+    from bot.logging_setup import REQUEST_ID, request_scope
 
-    token = REQUEST_ID.set("ht-" + secrets.token_hex(6))
-    try:
+    with request_scope("ht-" + secrets.token_hex(6)):
         response = await handler(request)
         response.headers.setdefault("X-Request-ID", REQUEST_ID.get() or "")
         return response
-    finally:
-        REQUEST_ID.reset(token)
 
 
 def add_channel_routes(app: web.Application, setup_fn: SetupFn, *, name: str | None = None) -> None:

@@ -23,12 +23,12 @@ import json
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
 from bot.context import AppContext
 from bot.ratelimit import RateLimiter, looks_english, rate_limit_notice
+from bot.uploads import UploadRefused, read_upload
 from bot.webauth import WebUser, client_address, request_session, require_session
 from handlers.engine import MAX_TEXT_CHARS, ConversationEngine
 from handlers.messages import Attachment, Incoming, Reply
@@ -198,27 +198,13 @@ async def upload(request: web.Request) -> web.Response:
     limited = _over_limit(request, user)
     if limited is not None:
         return limited
-    limit = ctx.settings.max_upload_bytes
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        return _error(f"文件过大：最大 {limit // (1024 * 1024)} MB。", status=413)
     try:
-        reader = await request.multipart()
-    except (AssertionError, ValueError, KeyError):
-        return _error("请求格式不正确：请用表单上传文件（字段 file）。")
-    name, data = None, bytearray()
-    while (part := await reader.next()) is not None:
-        if part.name == "file" and name is None:
-            # browsers send the name as UTF-8; some clients percent-encode it (RFC 5987)
-            name = unquote(part.filename or "upload")
-            while chunk := await part.read_chunk(64 * 1024):
-                data += chunk
-                if len(data) > limit:
-                    return _error(f"文件过大：最大 {limit // (1024 * 1024)} MB。", status=413)
-        else:
-            await part.release()
-    if name is None:
+        form = await read_upload(request, ctx.settings.max_upload_bytes)
+    except UploadRefused as exc:
+        return _error(exc.message, status=exc.status)
+    if form.file_name is None:
         return _error("没有收到文件，请重新选择文件。")
-    incoming = _incoming(user, request, attachments=(Attachment(name, bytes(data)),))
+    incoming = _incoming(user, request, attachments=(Attachment(form.file_name, form.data),))
     replies = await asyncio.to_thread(engine.handle, incoming)
     return _json({"replies": [reply_json(r) for r in replies]})
 

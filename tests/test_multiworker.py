@@ -124,16 +124,14 @@ def _cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-async def _deliver(http: aiohttp.ClientSession, workers: list[Worker], first: int, xml: str, wecom: WeComSender,
-                   stats: Counter) -> None:
-    """Post one callback as WeCom does: no 200 (refused, 5xx, timeout) → again, on another worker."""
+async def _post_until_acknowledged(http: aiohttp.ClientSession, workers: list[Worker], first: int, request,
+                                   stats: Counter) -> None:
+    """Post as the platforms do: no 200 (refused, 5xx, timeout) → again, on the next worker.
+    ``request(worker)`` gives the keyword arguments of one attempt (signed afresh each time)."""
     for attempt in range(40):
         worker = workers[(first + attempt) % len(workers)]
-        encrypted, body = wecom.envelope(xml)
         try:
-            async with http.post(f"{worker.url}/wecom/callback", params=wecom.signed_query(encrypted), data=body,
-                                 headers={"Content-Type": "text/xml"},
-                                 timeout=aiohttp.ClientTimeout(total=5)) as res:
+            async with http.post(timeout=aiohttp.ClientTimeout(total=5), **request(worker)) as res:
                 if res.status == 200:
                     stats["acked"] += 1
                     return
@@ -141,7 +139,52 @@ async def _deliver(http: aiohttp.ClientSession, workers: list[Worker], first: in
         except (aiohttp.ClientError, asyncio.TimeoutError):
             stats["refused"] += 1
         await asyncio.sleep(0.25)
-    raise AssertionError("a callback was never acknowledged")
+    raise AssertionError("a delivery was never acknowledged")
+
+
+def _wecom_callback(wecom: WeComSender, xml: str):  # noqa: ANN202
+    def request(worker: Worker) -> dict:
+        encrypted, body = wecom.envelope(xml)
+        return {"url": f"{worker.url}/wecom/callback", "params": wecom.signed_query(encrypted), "data": body,
+                "headers": {"Content-Type": "text/xml"}}
+
+    return request
+
+
+def _telegram_update(update: dict):  # noqa: ANN202
+    return lambda worker: {"url": f"{worker.url}/telegram/webhook", "json": update,
+                           "headers": {"X-Telegram-Bot-Api-Secret-Token": "webhook-secret-1"}}
+
+
+async def _burst_with_faults(http: aiohttp.ClientSession, workers: list[Worker], cluster: PrivateCluster,
+                             requests: list, stats: Counter) -> None:
+    """Every request posted (every tenth twice, to another worker, as the platforms redeliver);
+    worker 0 SIGKILLed after 50 and the database restarted after 100."""
+    sent: list[asyncio.Task] = []
+    for n, request in enumerate(requests):
+        sent.append(asyncio.create_task(_post_until_acknowledged(http, workers, n, request, stats)))
+        if n % 10 == 0:
+            sent.append(asyncio.create_task(_post_until_acknowledged(http, workers, n + 1, request, stats)))
+        if n == 50:
+            workers[0].kill()  # mid-burst, with messages accepted and not yet answered
+        if n == 100:
+            await asyncio.to_thread(cluster.restart, 1.0)
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*sent)
+
+
+async def _all_answered(cluster: PrivateCluster, timeout: float = 60):  # noqa: ANN202 - an Engine
+    """Wait until every stored message is answered and every reply sent; the engine to read with."""
+    engine = create_engine(cluster.url)
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            pending = conn.scalar(select(func.count()).select_from(InboundMessage).where(InboundMessage.status != "done"))
+            unsent = conn.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status != "sent"))
+        if pending == 0 and unsent == 0:
+            return engine
+        assert time.monotonic() < deadline, f"{pending} messages unanswered, {unsent} replies unsent"
+        await asyncio.sleep(0.5)
 
 
 async def test_killed_worker_and_database_restart_lose_and_repeat_nothing(cluster, fake_wecom, tmp_path):
@@ -160,30 +203,10 @@ async def test_killed_worker_and_database_restart_lose_and_repeat_nothing(cluste
             for n in range(MEMBERS * PER_MEMBER):
                 user = f"member{n % MEMBERS:03d}"
                 messages.append((user, text_xml(user, QUESTIONS[n // MEMBERS], 7_000_000 + n)))
-            sent: list[asyncio.Task] = []
-            for n, (_user, xml) in enumerate(messages):
-                sent.append(asyncio.create_task(_deliver(http, workers, n, xml, wecom, stats)))
-                if n % 10 == 0:  # WeCom's retry of the same message, to another worker
-                    sent.append(asyncio.create_task(_deliver(http, workers, n + 1, xml, wecom, stats)))
-                if n == 50:
-                    workers[0].kill()  # mid-burst, with messages accepted and not yet answered
-                if n == 100:
-                    await asyncio.to_thread(cluster.restart, 1.0)
-                await asyncio.sleep(0.01)
-            await asyncio.gather(*sent)
+            await _burst_with_faults(http, workers, cluster, [_wecom_callback(wecom, xml) for _, xml in messages],
+                                     stats)
 
-            engine = create_engine(cluster.url)
-            deadline = time.monotonic() + 60
-            while True:
-                with engine.connect() as conn:
-                    pending = conn.scalar(select(func.count()).select_from(InboundMessage)
-                                          .where(InboundMessage.status != "done"))
-                    unsent = conn.scalar(select(func.count()).select_from(OutboxMessage)
-                                         .where(OutboxMessage.status != "sent"))
-                if pending == 0 and unsent == 0:
-                    break
-                assert time.monotonic() < deadline, f"{pending} messages unanswered, {unsent} replies unsent"
-                await asyncio.sleep(0.5)
+            engine = await _all_answered(cluster)
             with engine.connect() as conn:
                 inbound = conn.execute(select(InboundMessage.external_id, InboundMessage.user_key)).all()
                 outbox = conn.execute(select(OutboxMessage.dedupe_key, OutboxMessage.recipient)).all()
@@ -264,25 +287,6 @@ async def fake_telegram():
     await fake.close()
 
 
-async def _post_update(http: aiohttp.ClientSession, workers: list[Worker], first: int, update: dict,
-                       stats: Counter) -> None:
-    """Post one update as Telegram does: anything but 2xx → again later (here: on another worker)."""
-    for attempt in range(40):
-        worker = workers[(first + attempt) % len(workers)]
-        try:
-            async with http.post(f"{worker.url}/telegram/webhook", json=update,
-                                 headers={"X-Telegram-Bot-Api-Secret-Token": "webhook-secret-1"},
-                                 timeout=aiohttp.ClientTimeout(total=5)) as res:
-                if res.status == 200:
-                    stats["acked"] += 1
-                    return
-                stats[f"http_{res.status}"] += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            stats["refused"] += 1
-        await asyncio.sleep(0.25)
-    raise AssertionError("an update was never acknowledged")
-
-
 async def test_telegram_webhook_workers_survive_the_same_faults(cluster, fake_wecom, fake_telegram, tmp_path):
     def env(name: str) -> dict[str, str]:
         values = _env(cluster, tmp_path / name, fake_wecom.url, YILIAN_TELEGRAM_TOKEN=TELEGRAM_TOKEN,
@@ -303,29 +307,8 @@ async def test_telegram_webhook_workers_survive_the_same_faults(cluster, fake_we
             for w in workers:
                 w.start()
             await asyncio.gather(*(w.ready(http) for w in workers))
-            sent: list[asyncio.Task] = []
-            for n, update in enumerate(updates):
-                sent.append(asyncio.create_task(_post_update(http, workers, n, update, stats)))
-                if n % 10 == 0:  # the same update reaches a second worker
-                    sent.append(asyncio.create_task(_post_update(http, workers, n + 1, update, stats)))
-                if n == 50:
-                    workers[0].kill()
-                if n == 100:
-                    await asyncio.to_thread(cluster.restart, 1.0)
-                await asyncio.sleep(0.01)
-            await asyncio.gather(*sent)
-            engine = create_engine(cluster.url)
-            deadline = time.monotonic() + 60
-            while True:
-                with engine.connect() as conn:
-                    pending = conn.scalar(select(func.count()).select_from(InboundMessage)
-                                          .where(InboundMessage.status != "done"))
-                    unsent = conn.scalar(select(func.count()).select_from(OutboxMessage)
-                                         .where(OutboxMessage.status != "sent"))
-                if pending == 0 and unsent == 0:
-                    break
-                assert time.monotonic() < deadline, f"{pending} updates unanswered, {unsent} replies unsent"
-                await asyncio.sleep(0.5)
+            await _burst_with_faults(http, workers, cluster, [_telegram_update(u) for u in updates], stats)
+            engine = await _all_answered(cluster)
             with engine.connect() as conn:
                 inbound = conn.execute(select(InboundMessage.external_id)).scalars().all()
                 outbox = conn.execute(select(OutboxMessage.recipient)).scalars().all()

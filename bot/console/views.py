@@ -4,18 +4,20 @@ handlers/, rendering in templates/)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bot.uploads import UploadRefused, read_upload
 from bot.webauth import client_address, request_session
 from handlers.referral.rules import DIRECTION_LABELS, STATUS_LABELS, URGENCY_LABELS, mask_name
 from storage import access
@@ -106,6 +108,29 @@ def _staff(session, viewer: Viewer) -> Staff:  # noqa: ANN001 - Session
     return session.get(Staff, viewer.staff_id)
 
 
+def console(name: str, *, form: bool = False):  # noqa: ANN201 - a decorator
+    """A console page or action: the handler gets the signed-in ``Viewer`` who may use ``name``
+    (others get the sign-in page, the chat or a 403), and with ``form`` the posted fields once
+    their CSRF token is checked."""
+
+    def wrap(fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)
+        async def handler(request: web.Request) -> web.StreamResponse:
+            viewer = await _viewer(request, name)
+            if isinstance(viewer, web.StreamResponse):
+                return viewer
+            if not form:
+                return await fn(request, viewer)
+            fields = await _form(request, viewer)
+            if isinstance(fields, web.Response):
+                return fields
+            return await fn(request, viewer, fields)
+
+        return handler
+
+    return wrap
+
+
 # ---- pages -------------------------------------------------------------------------------------
 
 
@@ -116,10 +141,8 @@ async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/documents")
 
 
-async def documents(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "documents")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("documents")
+async def documents(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     kb = request.app[CONSOLE_ENGINE_KEY].kb
     docs = await asyncio.to_thread(kb.documents)
     notice = request.query.get("notice", "")
@@ -129,38 +152,22 @@ async def documents(request: web.Request) -> web.StreamResponse:
 async def _read_upload(request: web.Request, viewer: Viewer, limit: int
                        ) -> tuple[str, bytes, dict[str, str]] | web.Response:
     """(file name, bytes, other fields) of a multipart form whose CSRF token is this session's;
-    else the page saying what is wrong. The size is checked while the file streams in."""
-    too_big = f"文件过大：最大 {limit // (1024 * 1024)} MB。"
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        return _render("documents_error.html", viewer, http_status=413, error=too_big)
+    else the page saying what is wrong."""
     try:
-        reader = await request.multipart()
-    except (AssertionError, ValueError, KeyError):
-        return _render("documents_error.html", viewer, http_status=400, error="请求格式不正确，请用页面上的表单上传。")
-    fields: dict[str, str] = {}
-    name, data = None, bytearray()
-    while (part := await reader.next()) is not None:
-        if part.name == "file" and name is None:
-            name = unquote(part.filename or "upload")
-            while chunk := await part.read_chunk(64 * 1024):
-                data += chunk
-                if len(data) > limit:
-                    return _render("documents_error.html", viewer, http_status=413, error=too_big)
-        else:
-            fields[part.name or ""] = (await part.text())[:200]
-    if not hmac.compare_digest(fields.get("csrf", "").encode(), viewer.csrf.encode()):
+        form = await read_upload(request, limit)
+    except UploadRefused as exc:
+        return _render("documents_error.html", viewer, http_status=exc.status, error=exc.message)
+    if not hmac.compare_digest(form.fields.get("csrf", "").encode(), viewer.csrf.encode()):
         return _render("forbidden.html", viewer, http_status=403, reason="页面已过期，请刷新后重试。")
-    if not name or not data:
+    if not form.file_name or not form.data:
         return _render("documents_error.html", viewer, http_status=400, error="没有收到文件，请重新选择文件。")
-    return name, bytes(data), fields
+    return form.file_name, form.data, form.fields
 
 
-async def documents_upload(request: web.Request) -> web.StreamResponse:
+@console("document.upload")
+async def documents_upload(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """上传: the file is kept aside and previewed (title, clauses, diff against the version it
     replaces); nothing is served from it before 确认."""
-    viewer = await _viewer(request, "document.upload")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
     ctx = request.app[CONSOLE_CTX_KEY]
     upload = await _read_upload(request, viewer, ctx.settings.max_upload_bytes)
     if isinstance(upload, web.Response):
@@ -190,14 +197,9 @@ async def documents_upload(request: web.Request) -> web.StreamResponse:
     return _render("preview.html", viewer, preview=preview, token=token, file_name=name, page="documents")
 
 
-async def documents_confirm(request: web.Request) -> web.StreamResponse:
+@console("document.upload", form=True)
+async def documents_confirm(request: web.Request, viewer: Viewer, form: dict[str, str]) -> web.StreamResponse:
     """确认: the previewed file is ingested (a new version replaces the old one at once)."""
-    viewer = await _viewer(request, "document.upload")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
-    form = await _form(request, viewer)
-    if isinstance(form, web.Response):
-        return form
     ctx = request.app[CONSOLE_CTX_KEY]
     kb = request.app[CONSOLE_ENGINE_KEY].kb
 
@@ -236,13 +238,8 @@ async def documents_confirm(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
 
 
-async def documents_delete(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "document.delete")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
-    form = await _form(request, viewer)
-    if isinstance(form, web.Response):
-        return form
+@console("document.delete", form=True)
+async def documents_delete(request: web.Request, viewer: Viewer, form: dict[str, str]) -> web.StreamResponse:
     title = form.get("title", "")
     if form.get("confirm") != "yes":
         return _render("confirm_delete.html", viewer, title=title)
@@ -264,10 +261,8 @@ async def documents_delete(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
 
 
-async def documents_history(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "documents")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("documents")
+async def documents_history(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     title = request.query.get("title", "")[:300]
     kb = request.app[CONSOLE_ENGINE_KEY].kb
     versions = await asyncio.to_thread(kb.versions, title)
@@ -275,13 +270,8 @@ async def documents_history(request: web.Request) -> web.StreamResponse:
     return _render("history.html", viewer, title=title, versions=versions, current=current, page="documents")
 
 
-async def documents_rollback(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "document.rollback")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
-    form = await _form(request, viewer)
-    if isinstance(form, web.Response):
-        return form
+@console("document.rollback", form=True)
+async def documents_rollback(request: web.Request, viewer: Viewer, form: dict[str, str]) -> web.StreamResponse:
     title = form.get("title", "")
     version = int(form["version"]) if form.get("version", "").isdigit() else 0
     if form.get("confirm") != "yes":
@@ -314,10 +304,8 @@ async def documents_rollback(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/documents?notice=" + quote(notice))
 
 
-async def hittest(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "hittest")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("hittest")
+async def hittest(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     question = request.query.get("q", "").strip()[:500]
     consortium = request.query.get("consortium", "").strip() or None
     ctx = request.app[CONSOLE_CTX_KEY]
@@ -380,10 +368,8 @@ def _referral_rows(session, viewer: Viewer, query) -> list:  # noqa: ANN001
     return rows
 
 
-async def referrals(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "referrals")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("referrals")
+async def referrals(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     status = request.query.get("status", "")
     direction = request.query.get("direction", "")
     page_no = max(1, int(request.query.get("page", "1") or 1)) if request.query.get("page", "1").isdigit() else 1
@@ -413,12 +399,10 @@ async def referrals(request: web.Request) -> web.StreamResponse:
                    may_export=viewer.scope.institution_id is None, page="referrals")
 
 
-async def referral_detail(request: web.Request) -> web.StreamResponse:
+@console("referrals")
+async def referral_detail(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """One referral with its timeline, masked; 查看完整信息 (POST, audited) unmasks the patient's
     ID number and phone for someone who may see the referral at all."""
-    viewer = await _viewer(request, "referrals")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
     number = request.match_info["number"]
     full = request.method == "POST"
     if full:
@@ -462,10 +446,8 @@ async def referral_detail(request: web.Request) -> web.StreamResponse:
     return _render("referral.html", viewer, r=referral, full=full, page="referrals")
 
 
-async def referrals_export(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "referral.export")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("referral.export")
+async def referrals_export(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     fmt = request.match_info["fmt"]
     ctx = request.app[CONSOLE_CTX_KEY]
 
@@ -490,10 +472,8 @@ async def referrals_export(request: web.Request) -> web.StreamResponse:
                         headers={"Content-Disposition": f'attachment; filename="referrals-{stamp}.fhir.json"'})
 
 
-async def meetings(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "meetings")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("meetings")
+async def meetings(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     ctx = request.app[CONSOLE_CTX_KEY]
 
     def load() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -530,12 +510,10 @@ MEETING_KINDS = ("联席会议", "理事会", "工作例会", "其他")
 REPEATS = {"": "不重复", "monthly": "每月", "quarterly": "每季度", "yearly": "每年"}
 
 
-async def meetings_create(request: web.Request) -> web.StreamResponse:
+@console("meeting.manage")
+async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """新建会议: the invited institutions' liaison officers get the invitation at once (as from
     chat); a mistake is shown above the form, with everything typed kept."""
-    viewer = await _viewer(request, "meeting.manage")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
     ctx = request.app[CONSOLE_CTX_KEY]
     if request.method == "GET":
         return _render("meeting_form.html", viewer, values={}, error="", kinds=MEETING_KINDS, repeats=REPEATS,
@@ -567,13 +545,8 @@ async def meetings_create(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已安排“{form.get('title', '')}”，已通知受邀机构的联络员。"))
 
 
-async def meetings_cancel(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "meeting.manage")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
-    form = await _form(request, viewer)
-    if isinstance(form, web.Response):
-        return form
+@console("meeting.manage", form=True)
+async def meetings_cancel(request: web.Request, viewer: Viewer, form: dict[str, str]) -> web.StreamResponse:
     ctx = request.app[CONSOLE_CTX_KEY]
     meeting_id = int(request.match_info["meeting_id"])
     if form.get("confirm") != "yes":
@@ -597,10 +570,8 @@ async def meetings_cancel(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(notice))
 
 
-async def quotas(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "quotas")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("quotas")
+async def quotas(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     ctx = request.app[CONSOLE_CTX_KEY]
 
     def load() -> list[dict[str, Any]]:
@@ -628,12 +599,10 @@ async def quotas(request: web.Request) -> web.StreamResponse:
                    may_import=not viewer.scope.read_only)
 
 
-async def quotas_import(request: web.Request) -> web.StreamResponse:
+@console("quota.import")
+async def quotas_import(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """导入: training records from CSV/XLSX; a file with any bad row is refused whole, each bad
     row named by its line (as ``yilian quotas import``)."""
-    viewer = await _viewer(request, "quota.import")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
     ctx = request.app[CONSOLE_CTX_KEY]
     upload = await _read_upload(request, viewer, 5 * 1024 * 1024)
     if isinstance(upload, web.Response):
@@ -653,10 +622,8 @@ async def quotas_import(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/quotas?notice=" + quote(f"《{name}》已导入 {result.added} 条进修/下派记录。"))
 
 
-async def people(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "people")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("people")
+async def people(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     ctx = request.app[CONSOLE_CTX_KEY]
 
     def load() -> list[dict[str, Any]]:
@@ -683,15 +650,10 @@ async def people(request: web.Request) -> web.StreamResponse:
 ROLE_CHOICES = (("physician", "医生"), ("liaison", "联络员"), ("admin", "管理员"))
 
 
-async def people_action(request: web.Request) -> web.StreamResponse:
+@console("people.manage", form=True)
+async def people_action(request: web.Request, viewer: Viewer, form: dict[str, str]) -> web.StreamResponse:
     """邀请 (a one-time binding code to hand over), 撤销 (unbind Telegram, end web sessions) and
     role changes, for staff of the admin's own consortium; each audited."""
-    viewer = await _viewer(request, "people.manage")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
-    form = await _form(request, viewer)
-    if isinstance(form, web.Response):
-        return form
     ctx = request.app[CONSOLE_CTX_KEY]
     code, action = request.match_info["code"], request.match_info["action"]
 
@@ -725,10 +687,8 @@ async def people_action(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/people?notice=" + quote(notice))
 
 
-async def audit(request: web.Request) -> web.StreamResponse:
-    viewer = await _viewer(request, "audit")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
+@console("audit")
+async def audit(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     action = request.query.get("action", "").strip()[:50]
     page_no = int(request.query.get("page", "1")) if request.query.get("page", "1").isdigit() else 1
     page_no = max(1, page_no)
@@ -750,11 +710,9 @@ async def audit(request: web.Request) -> web.StreamResponse:
                    pages=max(1, -(-total // PAGE_SIZE)), action=action, page="audit")
 
 
-async def audit_export(request: web.Request) -> web.StreamResponse:
+@console("audit.export")
+async def audit_export(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """导出 the audit log (filtered like the page) as CSV; the export itself is audited."""
-    viewer = await _viewer(request, "audit.export")
-    if isinstance(viewer, web.StreamResponse):
-        return viewer
     action = request.query.get("action", "").strip()[:50]
     ctx = request.app[CONSOLE_CTX_KEY]
 

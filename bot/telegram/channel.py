@@ -56,7 +56,7 @@ from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, Telegr
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
-from bot.logging_setup import REQUEST_ID, request_id_for
+from bot.logging_setup import REQUEST_ID, request_id_for, request_scope
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.ratelimit import RATE_LIMITED_EN, RATE_LIMITED_ZH, RatePolicy
@@ -420,11 +420,8 @@ class TelegramChannel:
         await self._locks.run(row.user_key, run)
 
     async def _process(self, row: ClaimedInbound) -> None:
-        token = REQUEST_ID.set(request_id_for(CHANNEL, row.external_id))
-        try:
+        with request_scope(request_id_for(CHANNEL, row.external_id)):
             await self._process_row(row)
-        finally:
-            REQUEST_ID.reset(token)
 
     async def _process_row(self, row: ClaimedInbound) -> None:
         started = time.perf_counter()

@@ -43,7 +43,7 @@ import xmltodict
 from aiohttp import web
 
 from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
-from bot.logging_setup import REQUEST_ID, request_id_for
+from bot.logging_setup import REQUEST_ID, request_id_for, request_scope
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
 from bot.ratelimit import RatePolicy, looks_english, rate_limit_notice
@@ -357,11 +357,8 @@ class WeComChannel:
         await self._user_locks.run(row.user_key, run)
 
     async def _process(self, row: ClaimedInbound) -> None:
-        token = REQUEST_ID.set(request_id_for(CHANNEL, row.external_id))
-        try:
+        with request_scope(request_id_for(CHANNEL, row.external_id)):
             await self._process_row(row)
-        finally:
-            REQUEST_ID.reset(token)
 
     async def _process_row(self, row: ClaimedInbound) -> None:
         started = time.perf_counter()
