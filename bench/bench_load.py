@@ -60,7 +60,7 @@ async def run(members: int, callbacks: int, faults: bool, concurrency: int) -> d
     out: dict = {"workers": 3, "members": members, "callbacks": callbacks, "faults": faults}
     try:
         # production leases and recovery period (the tests shorten them to seconds)
-        production = {"YILIAN_INBOUND_LEASE_S": "120", "YILIAN_RECOVERY_INTERVAL_S": "15", "YILIAN_OUTBOX_LEASE_S": "60"}
+        production = {"YILIAN_INBOUND_LEASE_S": "30", "YILIAN_RECOVERY_INTERVAL_S": "15", "YILIAN_OUTBOX_LEASE_S": "60"}
         seed = _env(cluster, tmp / "seed", fake.url, **production)
         _cli(seed, "db", "upgrade")
         _cli(seed, "ingest", *[str(p) for p in sorted((REPO / "knowledge" / "samples").glob("*.txt"))])

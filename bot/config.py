@@ -88,7 +88,8 @@ class Settings(BaseSettings):
 
     # --- delivery (every channel) -------------------------------------------------------------------
     inbound_lease_s: float = Field(
-        default=120.0, gt=1, description="How long a worker holds an inbound message before another may take it over.")
+        default=30.0, gt=1,
+        description="How long an inbound message stays with a worker that stops renewing it (one that died).")
     recovery_interval_s: float = Field(
         default=15.0, gt=0, description="How often a worker picks up messages a crashed worker left behind.")
     outbox_lease_s: float = Field(

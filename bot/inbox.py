@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -246,6 +247,16 @@ class InboxStore:
             rows = self._claim(session, condition, lease_s, now)
         return sorted(rows, key=lambda r: r.id)
 
+    def renew(self, row_ids: list[int], *, lease_s: float, now: datetime | None = None) -> int:
+        """Extend the leases of rows this worker still holds (pending or processing, lease not yet
+        run out: a row whose lease ran out may be another worker's by now, and stays so)."""
+        now = as_utc(now) if now else utcnow()
+        with self.sessions.begin() as session:
+            result = session.execute(update(_T).where(
+                _T.c.id.in_(row_ids), _T.c.status.in_(_ACTIVE), _T.c.locked_until > now,
+            ).values(locked_until=now + timedelta(seconds=lease_s)))
+            return int(result.rowcount or 0)
+
     def _mine(self, row: ClaimedInbound) -> Any:
         return (_T.c.id == row.id) & (_T.c.status == "processing") & (_T.c.attempts == row.attempts)
 
@@ -305,6 +316,42 @@ class InboxStore:
             return {s: int(n) for s, n in session.execute(stmt)}
 
 
+class LeaseKeeper:
+    """Keeps the leases of the messages this worker holds alive, so that the lease can be short.
+
+    A message is leased to the worker that accepted it until it is answered; if that worker dies,
+    another takes the message over once the lease runs out. A short lease makes that quick, but
+    a live worker with a backlog (or a slow engine call) must not lose its messages meanwhile:
+    while it holds them (``holding``), they are renewed every third of the lease.
+    """
+
+    def __init__(self, inbox: InboxStore, lease_s: float) -> None:
+        self.inbox = inbox
+        self.lease_s = lease_s
+        self._held: dict[int, int] = {}
+
+    @contextmanager
+    def holding(self, row_id: int) -> Iterator[None]:
+        self._held[row_id] = self._held.get(row_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._held.pop(row_id, 1) - 1
+            if left > 0:
+                self._held[row_id] = left
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            ids = list(self._held)
+            if not ids:
+                continue
+            try:
+                await asyncio.to_thread(self.inbox.renew, ids, lease_s=self.lease_s)
+            except Exception as exc:  # noqa: BLE001 - the database is away: the leases may lapse
+                log.warning("%s: could not renew %d leases (%s)", self.inbox.channel, len(ids), type(exc).__name__)
+
+
 @dataclass
 class Housekeeping:
     """Periodic deletion of a channel's finished state: dedupe claims (``processed_updates``, all
@@ -359,4 +406,4 @@ class Housekeeping:
             return None
 
 
-__all__ = ["RATE_LIMIT_PREFIX", "ClaimedInbound", "Housekeeping", "InboxStore", "NewInbound"]
+__all__ = ["RATE_LIMIT_PREFIX", "ClaimedInbound", "Housekeeping", "InboxStore", "LeaseKeeper", "NewInbound"]

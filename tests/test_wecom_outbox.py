@@ -262,3 +262,26 @@ async def test_replies_are_queued_as_soon_as_the_database_is_back(sessions, monk
     assert await inbox.finish_patiently(inbox.claim(other, lease_s=60), reply, budget_s=0.3, first_delay_s=0.05) is None
     with sessions() as s:
         assert len(list(s.scalars(select(OutboxMessage.dedupe_key)))) == 1
+
+
+async def test_a_live_worker_keeps_its_messages_and_a_dead_ones_are_taken_over(sessions):
+    """Leases are short (a dead worker's messages are answered soon) because a live worker
+    renews the leases of what it holds, however long its backlog."""
+    from bot.inbox import InboxStore, LeaseKeeper, NewInbound
+
+    inbox = InboxStore(sessions, "wecom")
+    held, dropped = inbox.accept_batch([NewInbound("msg:held", "u1", {"MsgType": "text", "Content": "a"}),
+                                        NewInbound("msg:dropped", "u2", {"MsgType": "text", "Content": "b"})],
+                                       lease_s=0.6)
+    keeper = LeaseKeeper(inbox, lease_s=0.6)
+    task = asyncio.create_task(keeper.run())
+    try:
+        with keeper.holding(held):
+            await asyncio.sleep(1.5)  # well past the first lease: renewed twice meanwhile
+            taken = inbox.claim_due(10, lease_s=30)
+            assert [r.external_id for r in taken] == ["msg:dropped"]  # the one nobody renewed
+        await asyncio.sleep(1.0)  # no longer held (its worker stopped renewing): up for grabs
+        assert [r.external_id for r in inbox.claim_due(10, lease_s=30)] == ["msg:held"]
+    finally:
+        task.cancel()
+    assert inbox.renew([held, dropped], lease_s=30) == 2  # renewing what another now holds just extends it

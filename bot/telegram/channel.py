@@ -55,7 +55,7 @@ from telegram import CallbackQuery, Update
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
-from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
+from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, LeaseKeeper, NewInbound
 from bot.logging_setup import REQUEST_ID, request_id_for, request_scope
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
@@ -99,7 +99,7 @@ class TelegramOptions:
     accept_deadline_s: float = 60.0
     accept_retry_s: float = 0.5
     #: How long a worker may process one update before another may take it over.
-    inbound_lease_s: float = 120.0
+    inbound_lease_s: float = 30.0
     recovery_interval_s: float = 15.0
     inbound_retry_s: float = 5.0
     max_inbound_attempts: int = 5
@@ -171,6 +171,7 @@ class TelegramChannel:
         self.application.add_error_handler(self._on_error)
         self.rate_policy = self.options.rate_limit or RatePolicy.from_settings(settings)
         self.inbox = InboxStore(ctx.sessions, CHANNEL, rate_policy=self.rate_policy)
+        self.leases = LeaseKeeper(self.inbox, self.options.inbound_lease_s)
         self.outbox = OutboxStore(ctx.sessions)
         self.housekeeping = Housekeeping(ctx.sessions, CHANNEL, keep_updates_days=self.options.keep_updates_days,
                                          keep_inbound_days=self.options.keep_inbound_days,
@@ -252,7 +253,7 @@ class TelegramChannel:
         if o.run_sender:
             await self.sender.start()
         if self._recovery is None:
-            self._recovery = asyncio.create_task(self._recovery_loop(), name="telegram-inbound-recovery")
+            self._recovery = asyncio.create_task(self._keep_leases_and_recover(), name="telegram-inbound-recovery")
         if self.webhook_url:
             await app.bot.set_webhook(url=self.webhook_url, secret_token=self.secret,
                                       allowed_updates=ALLOWED_UPDATES,
@@ -401,6 +402,9 @@ class TelegramChannel:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _keep_leases_and_recover(self) -> None:
+        await asyncio.gather(self.leases.run(), self._recovery_loop())
+
     async def _process_new(self, row_id: int, chat: str) -> None:
         async def run() -> None:
             assert self._sem is not None
@@ -409,7 +413,8 @@ class TelegramChannel:
                 if row is not None:
                     await self._process(row)
 
-        await self._locks.run(chat, run)
+        with self.leases.holding(row_id):  # accepted by this worker: ours until answered
+            await self._locks.run(chat, run)
 
     async def _process_claimed(self, row: ClaimedInbound) -> None:
         async def run() -> None:
@@ -417,7 +422,8 @@ class TelegramChannel:
             async with self._sem:
                 await self._process(row)
 
-        await self._locks.run(row.user_key, run)
+        with self.leases.holding(row.id):
+            await self._locks.run(row.user_key, run)
 
     async def _process(self, row: ClaimedInbound) -> None:
         with request_scope(request_id_for(CHANNEL, row.external_id)):

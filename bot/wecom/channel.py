@@ -42,7 +42,7 @@ from typing import Any
 import xmltodict
 from aiohttp import web
 
-from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, NewInbound
+from bot.inbox import ClaimedInbound, Housekeeping, InboxStore, LeaseKeeper, NewInbound
 from bot.logging_setup import REQUEST_ID, request_id_for, request_scope
 from bot.keyed_locks import KeyedLocks
 from bot.outbox import OutboxOptions, OutboxSender, OutboxStore
@@ -78,7 +78,7 @@ class WeComOptions:
     #: ``card`` (template card buttons) or ``markdown`` (choices listed; no buttons).
     choice_style: str = "card"
     #: How long a worker may process one inbound message before another may take it over.
-    inbound_lease_s: float = 120.0
+    inbound_lease_s: float = 30.0
     #: Period of the loop that picks up inbound messages left behind by a crashed worker.
     recovery_interval_s: float = 15.0
     inbound_retry_s: float = 5.0
@@ -131,6 +131,7 @@ class WeComChannel:
                             timeout_s=self.options.api_timeout_s)
         self.rate_policy = self.options.rate_limit or RatePolicy.from_settings(settings)
         self.inbox = InboxStore(ctx.sessions, CHANNEL, rate_policy=self.rate_policy)
+        self.leases = LeaseKeeper(self.inbox, self.options.inbound_lease_s)
         self.outbox = OutboxStore(ctx.sessions)
         self.housekeeping = Housekeeping(ctx.sessions, CHANNEL, keep_updates_days=self.options.keep_updates_days,
                                          keep_inbound_days=self.options.keep_inbound_days,
@@ -161,7 +162,7 @@ class WeComChannel:
         self._writer.start()
         if self.options.run_sender:
             await self.sender.start()
-        self._recovery = asyncio.create_task(self._recovery_loop(), name="wecom-inbound-recovery")
+        self._recovery = asyncio.create_task(self._keep_leases_and_recover(), name="wecom-inbound-recovery")
         log.info("wecom channel started", extra={"agent_id": self.agent_id, "api_base": self.api.api_base})
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -337,6 +338,9 @@ class WeComChannel:
         while self._active_posts and loop.time() < deadline:
             await asyncio.sleep(0.005)
 
+    async def _keep_leases_and_recover(self) -> None:
+        await asyncio.gather(self.leases.run(), self._recovery_loop())
+
     async def _process_new(self, row_id: int, user: str) -> None:
         async def run() -> None:
             assert self._sem is not None
@@ -346,7 +350,8 @@ class WeComChannel:
                 if row is not None:
                     await self._process(row)
 
-        await self._user_locks.run(user, run)
+        with self.leases.holding(row_id):  # accepted by this worker: ours until answered
+            await self._user_locks.run(user, run)
 
     async def _process_claimed(self, row: ClaimedInbound) -> None:
         async def run() -> None:
@@ -354,7 +359,8 @@ class WeComChannel:
             async with self._sem:
                 await self._process(row)
 
-        await self._user_locks.run(row.user_key, run)
+        with self.leases.holding(row.id):
+            await self._user_locks.run(row.user_key, run)
 
     async def _process(self, row: ClaimedInbound) -> None:
         with request_scope(request_id_for(CHANNEL, row.external_id)):
