@@ -29,7 +29,12 @@ ANSWER_LABELS = {"attend": "参加", "leave": "请假"}
 
 
 class MeetingError(ValueError):
-    """A meeting request that cannot be carried out; the message is for the user."""
+    """A meeting request that cannot be carried out; the message is for the user, ``field`` names
+    the input it is about (``at``, ``title``, ``kind``, ``repeat``, ``institutions``) when one is."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 # ------------------------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ def parse_local_time(text: str) -> datetime:
             return datetime.strptime(text.strip(), fmt).replace(tzinfo=rules.CHINA_TZ).astimezone(timezone.utc)
         except ValueError:
             continue
-    raise MeetingError(f"时间“{text}”无法识别，请写成 YYYY-MM-DD HH:MM（北京时间）。")
+    raise MeetingError(f"时间“{text}”无法识别，请写成 YYYY-MM-DD HH:MM（北京时间）。", field="at")
 
 
 def add_meeting(session: Session, router: ChannelRouter | None, *, consortium_code: str, kind: str, title: str,
@@ -103,19 +108,19 @@ def add_meeting(session: Session, router: ChannelRouter | None, *, consortium_co
     if consortium is None:
         raise MeetingError(f"没有代码为“{consortium_code}”的医联体。")
     if kind not in ("联席会议", "理事会", "工作例会", "其他"):
-        raise MeetingError(f"会议类型“{kind}”无效，应为 联席会议 / 理事会 / 工作例会 / 其他。")
+        raise MeetingError(f"会议类型“{kind}”无效，应为 联席会议 / 理事会 / 工作例会 / 其他。", field="kind")
     if not title.strip():
-        raise MeetingError("会议标题不能为空。")
+        raise MeetingError("会议标题不能为空。", field="title")
     if repeat is not None and repeat not in rules.REPEAT_STEP:
-        raise MeetingError(f"重复规则“{repeat}”无效，应为 monthly / quarterly / yearly。")
+        raise MeetingError(f"重复规则“{repeat}”无效，应为 monthly / quarterly / yearly。", field="repeat")
     starts = parse_local_time(at) if isinstance(at, str) else at
     if starts <= now:
-        raise MeetingError("会议时间已过，请填写将来的时间。")
+        raise MeetingError("会议时间已过，请填写将来的时间。", field="at")
     members = {i.name: i for i in consortium.institutions}
     if institutions:
         missing = [n for n in institutions if n not in members]
         if missing:
-            raise MeetingError(f"本医联体没有这些机构：{'、'.join(missing)}。")
+            raise MeetingError(f"本医联体没有这些机构：{'、'.join(missing)}。", field="institutions")
         chosen = [members[n].id for n in institutions]
     else:
         chosen = [i.id for i in consortium.institutions]

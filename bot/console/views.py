@@ -516,13 +516,13 @@ async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamRes
     chat); a mistake is shown above the form, with everything typed kept."""
     ctx = request.app[CONSOLE_CTX_KEY]
     if request.method == "GET":
-        return _render("meeting_form.html", viewer, values={}, error="", kinds=MEETING_KINDS, repeats=REPEATS,
-                       page="meetings")
+        return _render("meeting_form.html", viewer, values={}, error="", errors={}, kinds=MEETING_KINDS,
+                       repeats=REPEATS, page="meetings")
     form = await _form(request, viewer)
     if isinstance(form, web.Response):
         return form
 
-    def create() -> str | None:
+    def create() -> tuple[str, str | None] | None:
         from handlers import meeting_service
 
         try:  # a MeetingError leaves the transaction, which is rolled back: nothing is half made
@@ -535,13 +535,15 @@ async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamRes
                     agenda=form.get("agenda") or None, repeat=form.get("repeat") or None,
                     actor=viewer.code, organiser=staff, now=utcnow())
         except meeting_service.MeetingError as exc:
-            return str(exc)
+            return str(exc), exc.field
         return None
 
-    error = await asyncio.to_thread(create)
-    if error:
-        return _render("meeting_form.html", viewer, http_status=400, values=form, error=error, kinds=MEETING_KINDS,
-                       repeats=REPEATS, page="meetings")
+    failed = await asyncio.to_thread(create)
+    if failed:
+        message, field = failed
+        errors = {field: message} if field else {}
+        return _render("meeting_form.html", viewer, http_status=400, values=form, error="" if field else message,
+                       errors=errors, kinds=MEETING_KINDS, repeats=REPEATS, page="meetings")
     raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已安排“{form.get('title', '')}”，已通知受邀机构的联络员。"))
 
 
