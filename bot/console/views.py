@@ -145,8 +145,16 @@ async def home(request: web.Request) -> web.StreamResponse:
 async def documents(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     kb = request.app[CONSOLE_ENGINE_KEY].kb
     docs = await asyncio.to_thread(kb.documents)
+    page_no = _page_number(request)
     notice = request.query.get("notice", "")
-    return _render("documents.html", viewer, documents=docs, notice=notice[:300], page="documents")
+    return _render("documents.html", viewer, documents=docs[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE],
+                   total=len(docs), page_no=page_no, pages=max(1, -(-len(docs) // PAGE_SIZE)),
+                   notice=notice[:300], page="documents")
+
+
+def _page_number(request: web.Request) -> int:
+    raw = request.query.get("page", "1")
+    return max(1, int(raw)) if raw.isdigit() else 1
 
 
 async def _read_upload(request: web.Request, viewer: Viewer, limit: int
@@ -372,7 +380,7 @@ def _referral_rows(session, viewer: Viewer, query) -> list:  # noqa: ANN001
 async def referrals(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     status = request.query.get("status", "")
     direction = request.query.get("direction", "")
-    page_no = max(1, int(request.query.get("page", "1") or 1)) if request.query.get("page", "1").isdigit() else 1
+    page_no = _page_number(request)
     ctx = request.app[CONSOLE_CTX_KEY]
 
     def load() -> tuple[list[dict[str, Any]], int]:
@@ -692,8 +700,7 @@ async def people_action(request: web.Request, viewer: Viewer, form: dict[str, st
 @console("audit")
 async def audit(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     action = request.query.get("action", "").strip()[:50]
-    page_no = int(request.query.get("page", "1")) if request.query.get("page", "1").isdigit() else 1
-    page_no = max(1, page_no)
+    page_no = _page_number(request)
     ctx = request.app[CONSOLE_CTX_KEY]
 
     def load() -> tuple[list[dict[str, Any]], int]:
