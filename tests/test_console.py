@@ -67,8 +67,36 @@ async def _confirm(browser: Browser, preview_html: str) -> str:
     return await (await browser.request("POST", "/admin/documents/confirm", data={"csrf": csrf, "token": token})).text()
 
 
-def test_the_table_covers_every_console_page_and_the_rules_agree():
+# action → the request that uses it (with a valid CSRF token added); admins may, liaison officers
+# get 403, physicians are sent back to the chat
+ACTIONS = {
+    "document.upload": ("POST", "/admin/documents/confirm", {"token": "none"}),
+    "document.delete": ("POST", "/admin/documents/delete", {"title": "不存在的文件"}),
+    "document.rollback": ("POST", "/admin/documents/rollback", {"title": "不存在的文件", "version": "1"}),
+    "referral.export": ("GET", "/admin/referrals/export.csv", None),
+    "audit.export": ("GET", "/admin/audit/export.csv", None),
+    "quota.import": ("POST", "/admin/quotas/import", None),
+    "meeting.manage": ("GET", "/admin/meetings/new", None),
+    "people.manage": ("POST", "/admin/people/dr_liu_zd/roles", {"role_physician": "on"}),
+}
+
+
+def test_the_table_covers_every_console_page_and_action_and_the_rules_agree():
     assert set(PAGES) == set(access.CONSOLE_PAGES) and set(HEADINGS) == set(PAGES)
+    assert set(ACTIONS) == set(access.CONSOLE_ACTIONS)
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+async def test_action_by_role(console, engine, action):
+    method, path, data = ACTIONS[action]
+    for role, expected in (("liaison", {403}), ("physician", {303}), ("admin", {200, 303, 400, 404})):
+        browser = await _signed_in(console, engine, role)
+        html = await (await browser.request("GET", "/admin/documents")).text()  # admins: a form with the token
+        token = re.search(r'name="csrf" value="([^"]+)"', html)
+        body = {**(data or {}), "csrf": token.group(1) if token else ""}
+        kwargs = {"data": body} if method == "POST" and path != "/admin/quotas/import" else {}
+        res = await browser.request(method, path, allow_redirects=False, **kwargs)
+        assert res.status in expected, (action, role, res.status)
 
 
 @pytest.mark.parametrize("page", sorted(PAGES))
@@ -297,6 +325,17 @@ async def test_admin_schedules_and_cancels_a_meeting_and_liaisons_are_told(conso
         codes = {s.id: s.code for s in repo.list_staff(session)}
         told = {codes[n.staff_id] for n in session.query(Notification).filter_by(kind="meeting_invite")}
     assert "liaison_ma_zd" in told  # the invited institutions' liaison officers are told at once
+
+    # 修改: the form comes filled in; a change is announced to the same people
+    form = await (await admin.request("GET", f"/admin/meetings/{meeting.id}/edit")).text()
+    assert "<h1>修改会议</h1>" in form and 'value="三楼会议室"' in form and "2030-01-15T09:00" in form
+    html = await (await admin.request("POST", f"/admin/meetings/{meeting.id}/edit", data={
+        "csrf": csrf, "title": "第一季度理事会", "at": "2030-01-15T14:30", "place": "五楼报告厅"})).text()
+    assert "已修改" in html and "五楼报告厅" in html
+    with engine_ctx.sessions() as session:
+        updated = {codes[n.staff_id] for n in session.query(Notification).filter_by(kind="meeting_update")}
+        assert session.get(Meeting, meeting.id).sequence == 1
+    assert updated == told
 
     html = await (await admin.request("POST", f"/admin/meetings/{meeting.id}/cancel",
                                       data={"csrf": csrf, "title": "第一季度理事会"})).text()

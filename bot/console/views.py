@@ -521,7 +521,7 @@ REPEATS = {"": "不重复", "monthly": "每月", "quarterly": "每季度", "year
 @console("meeting.manage")
 async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """新建会议: the invited institutions' liaison officers get the invitation at once (as from
-    chat); a mistake is shown above the form, with everything typed kept."""
+    chat); a mistake is shown next to its field, with everything typed kept."""
     ctx = request.app[CONSOLE_CTX_KEY]
     if request.method == "GET":
         return _render("meeting_form.html", viewer, values={}, error="", errors={}, kinds=MEETING_KINDS,
@@ -553,6 +553,56 @@ async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamRes
         return _render("meeting_form.html", viewer, http_status=400, values=form, error="" if field else message,
                        errors=errors, kinds=MEETING_KINDS, repeats=REPEATS, page="meetings")
     raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已安排“{form.get('title', '')}”，已通知受邀机构的联络员。"))
+
+
+@console("meeting.manage")
+async def meetings_edit(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    """修改 a scheduled meeting (time, place, link, agenda, title); invitees are told of the change
+    with an updated .ics, as from chat."""
+    from handlers import meeting_service
+    from storage.models import Meeting
+
+    ctx = request.app[CONSOLE_CTX_KEY]
+    meeting_id = int(request.match_info["meeting_id"])
+
+    def current() -> dict[str, str] | None:
+        with ctx.sessions() as session:
+            m = session.get(Meeting, meeting_id)
+            if m is None or m.consortium_id != viewer.scope.consortium_id or m.status == "cancelled":
+                return None
+            return {"kind": m.kind, "title": m.title, "at": _local(m.starts_at), "place": m.place or "",
+                    "link": m.link or "", "agenda": m.agenda or "", "repeat": m.repeat or ""}
+
+    before = await asyncio.to_thread(current)
+    if before is None:
+        return _render("forbidden.html", viewer, http_status=404, reason="没有找到这个会议，或它已取消。")
+    action = f"/admin/meetings/{meeting_id}/edit"
+    if request.method == "GET":
+        return _render("meeting_form.html", viewer, values=before, error="", errors={}, kinds=MEETING_KINDS,
+                       repeats=REPEATS, action=action, editing=True, page="meetings")
+    form = await _form(request, viewer)
+    if isinstance(form, web.Response):
+        return form
+
+    def save() -> tuple[str, str | None] | None:
+        changed = {k: form.get(k, "").strip() for k in ("title", "place", "link", "agenda")
+                   if form.get(k, "").strip() != before[k]}
+        at = form.get("at", "").replace("T", " ").strip()
+        try:
+            with ctx.sessions.begin() as session, repo.audit_origin("web", client_address(request)):
+                meeting_service.edit_meeting(session, ctx.router, session.get(Meeting, meeting_id), actor=viewer.code,
+                                             now=utcnow(), at=at if at and at != before["at"] else None, **changed)
+        except meeting_service.MeetingError as exc:
+            return str(exc), exc.field
+        return None
+
+    failed = await asyncio.to_thread(save)
+    if failed:
+        message, field = failed
+        return _render("meeting_form.html", viewer, http_status=400, values={**before, **form},
+                       error="" if field else message, errors={field: message} if field else {}, kinds=MEETING_KINDS,
+                       repeats=REPEATS, action=action, editing=True, page="meetings")
+    raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已修改“{form.get('title') or before['title']}”，已通知受邀机构的联络员。"))
 
 
 @console("meeting.manage", form=True)
@@ -770,6 +820,8 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/admin/meetings/new", meetings_create),
         ("POST", "/admin/meetings/new", meetings_create),
         ("POST", "/admin/meetings/{meeting_id:\\d+}/cancel", meetings_cancel),
+        ("GET", "/admin/meetings/{meeting_id:\\d+}/edit", meetings_edit),
+        ("POST", "/admin/meetings/{meeting_id:\\d+}/edit", meetings_edit),
         ("GET", "/admin/quotas", quotas),
         ("POST", "/admin/quotas/import", quotas_import),
         ("GET", "/admin/people", people),
