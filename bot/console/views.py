@@ -60,12 +60,18 @@ class Viewer:
     scope: access.ConsoleScope
     pages: list[tuple[str, str]]
     staff_id: int
+    #: may open the page or use the action asked for (else the 403 page, with the navigation)
+    allowed: bool = True
 
 
 def _render(name: str, viewer: Viewer | None, http_status: int = 200, **values: Any) -> web.Response:
     html = _templates.get_template(name).render(viewer=viewer, **values)
     return web.Response(text=html, status=http_status, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                 # everything is the app's own: no external script, style, image or frame
+                                 "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                 "style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+                                 "frame-ancestors 'none'"})
 
 
 async def _viewer(request: web.Request, page: str) -> Viewer | web.StreamResponse:
@@ -83,14 +89,13 @@ async def _viewer(request: web.Request, page: str) -> Viewer | web.StreamRespons
             if staff is None or access.console_home(staff) is None:
                 return None
             pages = [(p, label) for p, label in NAV if access.console_allowed(p, staff)]
-            allowed = access.console_allowed(page, staff)
-            viewer = Viewer(staff.code, staff.name, user.csrf_token, access.console_scope(staff), pages, staff.id)
-            return viewer if allowed else Viewer(viewer.code, viewer.name, viewer.csrf, viewer.scope, pages, -1)
+            return Viewer(staff.code, staff.name, user.csrf_token, access.console_scope(staff), pages, staff.id,
+                          allowed=access.console_allowed(page, staff))
 
     viewer = await asyncio.to_thread(load)
     if viewer is None:  # physicians (and anyone without a console page) work in the chat
         raise web.HTTPSeeOther("/?console=none")
-    if viewer.staff_id == -1:
+    if not viewer.allowed:
         return _render("forbidden.html", viewer, http_status=403)
     return viewer
 
