@@ -47,6 +47,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.context import AppContext
+from storage import access
 from storage import repositories as repo
 from storage import signin
 
@@ -192,6 +193,8 @@ class WebUser:
     institution: str = ""
     consortium: str = ""
     is_admin: bool = False
+    #: has an admin console page (admins, liaison officers): the chat shows the way there
+    console: bool = False
 
     @property
     def user_key(self) -> str:
@@ -218,7 +221,7 @@ def _lookup(ctx: AppContext, token: str | None) -> WebUser | None:
             session_id=row.id, csrf_token=row.csrf_token, method=row.method, staff_code=staff.code,
             staff_name=staff.name, roles_zh=staff.roles_zh, institution=inst.name if inst else "",
             consortium=inst.consortium.name if inst and inst.consortium else "",
-            is_admin=staff.has_role("admin"),
+            is_admin=staff.has_role("admin"), console=access.console_home(staff) is not None,
         )
 
 

@@ -115,9 +115,10 @@ async def index(request: web.Request) -> web.StreamResponse:
 def _user_json(user: WebUser) -> dict[str, Any]:
     if user.staff_code is None:
         return {"code": GUEST, "name": "未绑定访客", "roles": "只能咨询政策", "institution": "", "consortium": "",
-                "is_admin": False}
+                "is_admin": False, "console": False}
     return {"code": user.staff_code, "name": user.staff_name, "roles": user.roles_zh,
-            "institution": user.institution, "consortium": user.consortium, "is_admin": user.is_admin}
+            "institution": user.institution, "consortium": user.consortium, "is_admin": user.is_admin,
+            "console": user.console}
 
 
 async def session_info(request: web.Request) -> web.Response:

@@ -74,7 +74,8 @@ async def test_admin_uploads_a_new_version_and_sees_it_everywhere(server, browse
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = await _page(browser, 1280)
     await _sign_in(page, engine, "admin_zd")
-    await page.goto(base + "/admin")
+    await page.goto(base + "/")
+    await page.click("#console")  # the chat shows admins the way to the console
     await page.wait_for_selector("h1:has-text('文档')")
 
     policy = tmp_path / "张店区远程会诊管理办法.txt"
@@ -146,6 +147,9 @@ async def test_liaison_sees_their_institution_and_a_physician_no_console(server,
 
     doctor = await _page(browser, 390)
     await _sign_in(doctor, engine, "dr_liu_zd")
+    await doctor.goto(base + "/")
+    await doctor.wait_for_selector("#me:has-text('刘')")
+    assert await doctor.is_hidden("#console")  # no console link for physicians
     await doctor.goto(base + "/admin")
     assert doctor.url.startswith(base + "/?") or doctor.url == base + "/"  # back to the chat
     await doctor.screenshot(path=str(SHOTS / "console-physician-390.png"))

@@ -77,8 +77,9 @@ def _render(name: str, viewer: Viewer | None, http_status: int = 200, **values: 
 async def _viewer(request: web.Request, page: str) -> Viewer | web.StreamResponse:
     """Who is asking, if they may open ``page``: else the sign-in page, the chat, or a 403."""
     user = await request_session(request)
-    if user is None:
-        raise web.HTTPSeeOther("/login?next=" + quote(str(request.rel_url)))
+    if user is None:  # sign in first (in demo mode: pick an identity in the chat)
+        demo = request.app[CONSOLE_CTX_KEY].settings.demo
+        raise web.HTTPSeeOther("/" if demo else "/login?next=" + quote(str(request.rel_url)))
     if user.staff_code is None:  # a demo-mode guest
         raise web.HTTPSeeOther("/")
     ctx = request.app[CONSOLE_CTX_KEY]
