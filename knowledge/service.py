@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -516,7 +516,13 @@ class KnowledgeBase:
                                                  current.chunk_count)
                         return unchanged, [], None
                     doc = session.get(Document, current.id)
-                version = (doc.version + 1) if doc else 1
+                replacing = doc is not None
+                if doc is not None:
+                    version = doc.version + 1
+                else:  # new, or back after a removal: its history goes on (v1 … stay stored)
+                    stored = session.scalar(select(func.max(DocumentVersion.version))
+                                            .where(DocumentVersion.title == title))
+                    version = (stored or 0) + 1
                 consortium = consortium if consortium is not None else (doc.consortium if doc else None)
                 now = datetime.now(timezone.utc)
                 if doc is None:
@@ -557,7 +563,7 @@ class KnowledgeBase:
                 audit.record(
                     session,
                     uploaded_by or "system",
-                    "document.update" if version > 1 else "document.ingest",
+                    "document.update" if replacing else "document.ingest",
                     title,
                     {"version": version, "chunks": len(drafts), "sha256": sha, "file": file_name},
                 )
@@ -566,7 +572,7 @@ class KnowledgeBase:
         except BaseException:
             self._installing = None
             raise
-        status = "updated" if version > 1 else "added"
+        status = "updated" if replacing else "added"
         return IngestResult(title, status, version, len(drafts)), old_ids, generation
 
     def _embed(self, texts: list[str]) -> np.ndarray:

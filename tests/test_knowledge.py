@@ -328,3 +328,15 @@ def test_english_question_naming_a_township_in_pinyin_finds_its_row(app_context)
     assert answer.text.startswith("According to the policy documents")
     first = answer.text.split("\n\n")[1]
     assert "哈达山卫生院" in first and "欧子阳" in first
+
+
+def test_a_removed_policy_uploaded_again_continues_its_version_history(fresh_context):
+    kb = fresh_context.kb
+    text = "测试管理办法\n\n第一条 联席会议每季度召开一次，由办公室负责通知。\n"
+    assert kb.ingest_bytes("测试管理办法.txt", text.encode()).version == 1
+    assert kb.remove("测试管理办法")
+    again = kb.ingest_bytes("测试管理办法.txt", text.replace("每季度", "每半年").encode())
+    assert again.status == "added" and again.version == 2
+    assert [v.version for v in kb.versions("测试管理办法")] == [2, 1]
+    restored = kb.rollback("测试管理办法", 1, rolled_back_by="admin_zd")
+    assert restored.version == 3 and "每季度" in kb.ask("联席会议多久召开一次？").text
