@@ -114,6 +114,14 @@ def _staff(session, viewer: Viewer) -> Staff:  # noqa: ANN001 - Session
     return session.get(Staff, viewer.staff_id)
 
 
+def _replace_rule(staff: Staff):  # noqa: ANN202
+    """``may_replace`` for ``KnowledgeBase.ingest_bytes``, decided now (while ``staff`` is in its
+    session) so that it can be asked later without touching the database."""
+    allowed = {code for code in (None, staff.institution.consortium.code if staff.institution else None)
+               if access.can_manage_documents(staff, code)}
+    return lambda existing: existing in allowed
+
+
 def console(name: str, *, form: bool = False):  # noqa: ANN201 - a decorator
     """A console page or action: the handler gets the signed-in ``Viewer`` who may use ``name``
     (others get the sign-in page, the chat or a 403), and with ``form`` the posted fields once
@@ -230,9 +238,7 @@ async def documents_confirm(request: web.Request, viewer: Viewer, form: dict[str
             name, data = staged.file_name, bytes(staged.data)
             staff = _staff(session, viewer)
             consortium = staff.institution.consortium.code if staff.institution else None
-
-            def may_replace(existing: str | None) -> bool:
-                return access.can_manage_documents(staff, existing)
+            may_replace = _replace_rule(staff)
 
             with repo.audit_origin("web", client_address(request)):
                 try:
@@ -301,9 +307,7 @@ async def documents_rollback(request: web.Request, viewer: Viewer, form: dict[st
             doc = next((d for d in kb.documents() if d.title == title), None)
             if doc is not None and not access.can_manage_documents(staff, doc.consortium):
                 return f"《{title}》属于其他医联体，您不能回滚。"
-
-            def may_replace(existing: str | None) -> bool:
-                return access.can_manage_documents(staff, existing)
+            may_replace = _replace_rule(staff)
 
         with repo.audit_origin("web", client_address(request)):
             try:
