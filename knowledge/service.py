@@ -698,13 +698,13 @@ class KnowledgeBase:
 
     def documents(self) -> list[DocumentInfo]:
         with self._sessions() as session:
-            return [
-                DocumentInfo(
-                    clean_title(d.title), d.file_name, d.version, d.consortium, d.chunk_count, d.uploaded_by,
-                    d.updated_at, d.sha256,
-                )
-                for d in session.scalars(select(Document).order_by(Document.title))
-            ]
+            return [_info(d) for d in session.scalars(select(Document).order_by(Document.title))]
+
+    def document(self, title: str) -> DocumentInfo | None:
+        """The registered document with this title (as a user reads it: ``title_key``), or None."""
+        with self._sessions() as session:
+            found = _find_document(session, title_key(title), clean_title(title))
+            return _info(session.get(Document, found.id)) if found is not None else None
 
     # ------------------------------------------------------------------------------------
     # retrieval
@@ -917,6 +917,11 @@ class _DocRef:
     version: int
     sha256: str
     chunk_count: int
+
+
+def _info(d: Document) -> DocumentInfo:
+    return DocumentInfo(clean_title(d.title), d.file_name, d.version, d.consortium, d.chunk_count, d.uploaded_by,
+                        d.updated_at, d.sha256)
 
 
 @lru_cache(maxsize=65536)

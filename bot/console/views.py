@@ -269,7 +269,7 @@ async def documents_delete(request: web.Request, viewer: Viewer, form: dict[str,
     def remove() -> str:
         with ctx.sessions() as session:
             staff = _staff(session, viewer)
-            doc = next((d for d in kb.documents() if d.title == title), None)
+            doc = kb.document(title)
             if doc is None:
                 return f"没有找到《{title}》。"
             if not access.can_manage_documents(staff, doc.consortium):
@@ -286,7 +286,7 @@ async def documents_history(request: web.Request, viewer: Viewer) -> web.StreamR
     title = request.query.get("title", "")[:300]
     kb = request.app[CONSOLE_ENGINE_KEY].kb
     versions = await asyncio.to_thread(kb.versions, title)
-    current = next((d for d in await asyncio.to_thread(kb.documents) if d.title == title), None)
+    current = await asyncio.to_thread(kb.document, title)
     return _render("history.html", viewer, title=title, versions=versions, current=current, page="documents")
 
 
@@ -304,7 +304,7 @@ async def documents_rollback(request: web.Request, viewer: Viewer, form: dict[st
 
         with ctx.sessions() as session:
             staff = _staff(session, viewer)
-            doc = next((d for d in kb.documents() if d.title == title), None)
+            doc = kb.document(title)
             if doc is not None and not access.can_manage_documents(staff, doc.consortium):
                 return f"《{title}》属于其他医联体，您不能回滚。"
             may_replace = _replace_rule(staff)
