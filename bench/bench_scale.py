@@ -84,8 +84,9 @@ def _settings(data_dir: Path):
     return Settings(_env_file=None, data_dir=data_dir, log_level="WARNING")
 
 
-def ingest(data_dir: Path, size: int, keep_names: bool = False) -> dict:
-    """Child process 1: the samples, then ``size - 5`` recombined documents, timed."""
+def ingest(data_dir: Path, size: int, keep_names: bool = False, workers: int = 2) -> dict:
+    """Child process 1: the samples, then ``size - 5`` recombined documents as files in a folder,
+    ingested as ``yilian ingest <folder>`` does (``KnowledgeBase.ingest_many``), timed."""
     from bot.context import build_context
     from knowledge.samples import sample_policies
 
@@ -93,13 +94,22 @@ def ingest(data_dir: Path, size: int, keep_names: bool = False) -> dict:
     for path, consortium in sample_policies():
         ctx.kb.ingest_path(path, consortium=consortium)
     extra = synthetic_documents(max(0, size - 5), keep_names=keep_names)
+    folder = data_dir / "incoming"
+    folder.mkdir(parents=True, exist_ok=True)
+    by_consortium: dict[str, list[Path]] = {}
+    for name, text, consortium in extra:
+        (folder / name).write_text(text, encoding="utf-8")
+        by_consortium.setdefault(consortium, []).append(folder / name)
     started = time.perf_counter()
     chunks = 0
-    for name, text, consortium in extra:
-        chunks += ctx.kb.ingest_bytes(name, text.encode("utf-8"), consortium=consortium, install=False).chunk_count
+    for consortium, paths in by_consortium.items():  # one `yilian ingest --consortium C` per consortium
+        for path, result in ctx.kb.ingest_many(paths, consortium=consortium, workers=workers):
+            if isinstance(result, Exception):
+                raise result
+            chunks += result.chunk_count
     seconds = time.perf_counter() - started
     ctx.close()
-    return {"documents": size, "ingested": len(extra), "chunks_ingested": chunks,
+    return {"documents": size, "ingested": len(extra), "chunks_ingested": chunks, "ingest_workers": workers,
             "ingest_docs_per_s": round(len(extra) / seconds, 1) if extra else None}
 
 
@@ -129,10 +139,10 @@ def answer(data_dir: Path) -> dict:
     return out
 
 
-def _child(role: str, data_dir: Path, size: int, keep_names: bool) -> dict:
+def _child(role: str, data_dir: Path, size: int, keep_names: bool, workers: int) -> dict:
     env = {**os.environ, "YILIAN_LOG_LEVEL": "WARNING"}
     res = subprocess.run([sys.executable, __file__, "--child", role, "--data-dir", str(data_dir), "--size", str(size),
-                          *(["--keep-names"] if keep_names else [])],
+                          "--ingest-workers", str(workers), *(["--keep-names"] if keep_names else [])],
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -144,17 +154,18 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--size", type=int, default=5)
     parser.add_argument("--keep-names", action="store_true")
+    parser.add_argument("--ingest-workers", type=int, default=2, help="files prepared at once (1: one at a time)")
     args = parser.parse_args()
     if args.child:
-        result = ingest(args.data_dir, args.size, args.keep_names) if args.child == "ingest" else answer(args.data_dir)
+        result = ingest(args.data_dir, args.size, args.keep_names, args.ingest_workers) if args.child == "ingest" else answer(args.data_dir)
         print(json.dumps(result))
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             data_dir = Path(tmp) / f"n{size}"
-            rows.append({**_child("ingest", data_dir, size, args.keep_names),
-                         **_child("answer", data_dir, size, args.keep_names)})
+            rows.append({**_child("ingest", data_dir, size, args.keep_names, args.ingest_workers),
+                         **_child("answer", data_dir, size, args.keep_names, args.ingest_workers)})
     base, top = rows[0], rows[-1]
     print(json.dumps({
         "place_names": "kept from the samples" if args.keep_names else "each document names its own city",

@@ -88,25 +88,23 @@ def ingest(
         typer.echo("--title needs exactly one file", err=True)
         raise typer.Exit(2)
     failures = 0
-    for f in files:
+    # this process answers nothing (install=False inside): every worker picks the new generation
+    # up itself; files are prepared two at a time and committed in the order listed
+    for f, res in ctx.kb.ingest_many(files, uploaded_by=by, consortium=consortium, title=title):
         # Every bad file is reported on exactly one line naming it (no traceback); the others
         # are still indexed, and the exit code is 1 if any file failed.
-        try:
-            # this process answers nothing: every worker picks the new generation up itself
-            res = ctx.kb.ingest_path(f, uploaded_by=by, consortium=consortium, title=title, install=False)
-        except IngestError as exc:
+        if isinstance(res, IngestError):
             failures += 1
-            typer.echo(f"✗ {exc.file_name}: {exc.reason} ({exc.reason_zh})", err=True)
-            continue
-        except Exception as exc:  # noqa: BLE001 - a bug must not hide which file it was, nor stop the rest
+            typer.echo(f"✗ {res.file_name}: {res.reason} ({res.reason_zh})", err=True)
+        elif isinstance(res, Exception):  # a bug must not hide which file it was, nor stop the rest
             failures += 1
-            logging.getLogger(__name__).debug("ingest of %s failed", f, exc_info=True)
+            logging.getLogger(__name__).debug("ingest of %s failed", f, exc_info=res)
             name = IngestError(f.name, "").file_name
-            detail = " ".join(str(exc).split())[:200]
-            typer.echo(f"✗ {name}: unexpected error: {type(exc).__name__}: {detail} "
+            detail = " ".join(str(res).split())[:200]
+            typer.echo(f"✗ {name}: unexpected error: {type(res).__name__}: {detail} "
                        "(处理文件时出现内部错误；YILIAN_LOG_LEVEL=DEBUG 可查看详情)", err=True)
-            continue
-        typer.echo(f"✓ {res.status:9} {res.title}  v{res.version}  {res.chunk_count} chunks")
+        else:
+            typer.echo(f"✓ {res.status:9} {res.title}  v{res.version}  {res.chunk_count} chunks")
     raise typer.Exit(1 if failures else 0)
 
 

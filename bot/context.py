@@ -50,7 +50,7 @@ class AppContext:
         from knowledge.service import KnowledgeBase
         from knowledge.vector_index import ChromaIndex
 
-        embedder = make_embedder(self.settings.embedding_model)
+        embedder = make_embedder(self.settings.embedding_model, self.settings.resolved_data_dir / "models")
         vectors = ChromaIndex(path=self.settings.chroma_path, url=self.settings.chroma_url, collection=embedder.name)
         from bot import metrics
 

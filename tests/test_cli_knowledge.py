@@ -86,3 +86,29 @@ def test_reindex_rebuilds_a_lost_vector_store_from_the_database(cli, tmp_path):
         assert any(h.dense > 0 for h in ctx.kb.retrieve("联席会议多久开一次？"))  # dense retrieval is back
     finally:
         ctx.close()
+
+
+def test_a_folder_is_ingested_in_order_while_files_are_prepared_in_parallel(cli, tmp_path):
+    """Files are prepared two at a time but committed in the order listed: of two files with the
+    same title the later one is the current version, and a bad file between them stops nothing."""
+    folder = tmp_path / "policies"
+    files = {
+        "1/例会制度.txt": "例会制度\n\n一、例会\n医疗集团每月召开一次例会。\n",
+        "2/损坏.pdf": "%PDF-1.4 truncated",
+        "3/例会制度.txt": "例会制度\n\n一、例会\n医疗集团每季度召开一次例会。\n",
+        "4/联席会议制度.txt": "联席会议制度\n\n一、联席会议\n联席会议每半年召开一次。\n",
+    }
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    result = cli("ingest", str(folder))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert [line.split()[0] for line in lines] == ["✓", "✗", "✓", "✓"]
+    assert "损坏.pdf" in lines[1]
+    assert "added" in lines[0] and "updated" in lines[2] and "v2" in lines[2]
+
+    listing = {d["title"]: d["version"] for d in json.loads(cli("docs", "list", "--json").output)}
+    assert listing == {"例会制度": 2, "联席会议制度": 1}
+    answer = json.loads(cli("ask", "例会多久召开一次？", "--json").output)
+    assert "每季度" in answer["answer"] and "每月" not in answer["answer"]
