@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -351,10 +352,30 @@ class OutboxSender:
             log.exception("outbox row %s: unexpected error from the %s transport", item.id, item.channel)
             await self._failed(item, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
             return
-        await asyncio.to_thread(self.store.mark_sent, item, note=note)
+        await self._record_sent(item, note)
         metrics.MESSAGES_OUT.labels(item.channel).inc()
         log.info("outbox row %s sent", item.id,
                  extra={"channel": item.channel, "recipient": item.recipient, "attempts": item.attempts})
+
+    async def _record_sent(self, item: OutboxItem, note: str | None) -> None:
+        """``mark_sent``, tried again while the database is unreachable (a PostgreSQL restart
+        takes seconds): the message has gone out, and a row left "sending" would be sent a second
+        time once its lease ran out. Gives up (and logs it) with half the lease left."""
+        deadline = time.monotonic() + self.options.lease_s / 2
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.to_thread(self.store.mark_sent, item, note=note)
+                return
+            except Exception as exc:  # noqa: BLE001 - database trouble: wait and try again
+                if time.monotonic() + delay > deadline:
+                    log.error("outbox row %s: sent, but could not be recorded (%s); it may be sent again",
+                              item.id, type(exc).__name__)
+                    return
+                log.warning("outbox row %s: sent, recording it failed (%s); retrying in %.1fs",
+                            item.id, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def backoff_s(self, attempts: int, retry_after_s: float | None = None) -> float:
         opts = self.options

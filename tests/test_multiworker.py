@@ -30,6 +30,7 @@ import aiohttp
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from bot.outbox import OutboxOptions
 from pg_cluster import PrivateCluster, free_port
 from storage.models import InboundMessage, OutboxMessage
 from tests.telegram_support import TOKEN as TELEGRAM_TOKEN
@@ -318,7 +319,14 @@ async def test_telegram_webhook_workers_survive_the_same_faults(cluster, fake_we
                 w.stop()
     assert len(inbound) == len(updates) == len(set(inbound))
     answers = [m for m in fake_telegram.sent if m.method == "sendMessage"]
-    assert Counter(str(m.chat_id) for m in answers) == Counter(outbox)
-    assert len(answers) == len(outbox) >= len(updates)
-    assert len({(m.chat_id, m.text) for m in answers}) == len(answers)  # nothing sent twice
+    sent, queued = Counter(str(m.chat_id) for m in answers), Counter(outbox)
+    assert len(outbox) >= len(updates) and not queued - sent  # every reply went out
+    assert set(sent) == set(queued)
+    # The Bot API has no idempotency key: a reply the SIGKILLed worker had sent but not yet
+    # recorded goes out again when its lease runs out (at least once; WeCom drops such repeats
+    # with enable_duplicate_check). Only the killed worker's in-flight batch can repeat, and a
+    # database restart repeats nothing (the record of a send is retried until it is back).
+    repeats = sum((sent - queued).values())
+    assert repeats <= OutboxOptions().batch_size, repeats
+    assert len(answers) - len({(m.chat_id, m.text) for m in answers}) == repeats  # repeats only, no strays
     assert stats["refused"] > 0 and any(k.startswith("http_5") for k in stats), stats

@@ -172,6 +172,36 @@ async def test_sender_retries_transient_errors_and_gives_up_on_permanent_ones(se
     assert "40003" in failed.last_error
 
 
+async def test_a_sent_message_is_recorded_once_the_database_is_back_and_not_sent_again(sessions, monkeypatch):
+    """The database restarts between the send and its record: the record is retried, instead of
+    the row staying "sending" until its lease runs out and the message going out a second time."""
+    from sqlalchemy.exc import OperationalError
+
+    store = OutboxStore(sessions)
+    _queue(sessions, {"a": 2})
+    real_mark_sent = store.mark_sent
+    failures = {"left": 3}
+
+    def flaky_mark_sent(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("UPDATE outbox_messages", {}, ConnectionError("server closed the connection"))
+        return real_mark_sent(*args, **kwargs)
+
+    monkeypatch.setattr(store, "mark_sent", flaky_mark_sent)
+    transport = FlakyTransport([])
+    # a short lease: without the retry, the row would be claimed and sent again within the test
+    sender = OutboxSender(store, {"wecom": transport}, OutboxOptions(poll_interval_s=0.02, lease_s=3.0))
+    await sender.start()
+    deadline = time.monotonic() + 10
+    while store.counts() != {"sent": 2} and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(3.5)  # past the lease: nothing is claimed again
+    await sender.stop()
+    assert store.counts() == {"sent": 2} and failures["left"] == 0
+    assert [attempts for _, attempts in transport.calls] == [1, 1]
+
+
 def test_backoff_grows_and_is_capped():
     sender = OutboxSender(OutboxStore(None), {}, OutboxOptions(backoff_base_s=2, backoff_max_s=60))  # type: ignore[arg-type]
     assert 1.6 <= sender.backoff_s(1) <= 2.4
