@@ -74,7 +74,7 @@ def _mapped_table(table: np.ndarray, cache_dir: Path) -> np.ndarray | None:
     """``table`` as a read-only memory map of a file in ``cache_dir`` (written on first use,
     atomically, so concurrent workers never map a half-written file); None when the directory
     cannot be written, and the table then stays in memory."""
-    digest = hashlib.sha1(table[:: max(1, len(table) // 64)].tobytes()).hexdigest()[:12]
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(table)).cast("B"), digest_size=8).hexdigest()
     path = cache_dir / f"use-m3-table-{table.shape[0]}x{table.shape[1]}-{digest}.npy"
     try:
         if not path.exists():
