@@ -141,6 +141,19 @@ def test_concurrent_workers_send_each_message_once_in_order(sessions):
     assert store.counts() == {"sent": 60}
 
 
+def _down_first(failures: dict, real, statement: str):
+    """``real``, failing as a database that is down while ``failures["left"]`` > 0."""
+    from sqlalchemy.exc import OperationalError
+
+    def flaky(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError(statement, {}, ConnectionError("server closed the connection"))
+        return real(*args, **kwargs)
+
+    return flaky
+
+
 class FlakyTransport:
     def __init__(self, failures: list[DeliveryError]):
         self.failures = failures
@@ -175,20 +188,10 @@ async def test_sender_retries_transient_errors_and_gives_up_on_permanent_ones(se
 async def test_a_sent_message_is_recorded_once_the_database_is_back_and_not_sent_again(sessions, monkeypatch):
     """The database restarts between the send and its record: the record is retried, instead of
     the row staying "sending" until its lease runs out and the message going out a second time."""
-    from sqlalchemy.exc import OperationalError
-
     store = OutboxStore(sessions)
     _queue(sessions, {"a": 2})
-    real_mark_sent = store.mark_sent
     failures = {"left": 3}
-
-    def flaky_mark_sent(*args, **kwargs):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise OperationalError("UPDATE outbox_messages", {}, ConnectionError("server closed the connection"))
-        return real_mark_sent(*args, **kwargs)
-
-    monkeypatch.setattr(store, "mark_sent", flaky_mark_sent)
+    monkeypatch.setattr(store, "mark_sent", _down_first(failures, store.mark_sent, "UPDATE outbox_messages"))
     transport = FlakyTransport([])
     # a short lease: without the retry, the row would be claimed and sent again within the test
     sender = OutboxSender(store, {"wecom": transport}, OutboxOptions(poll_interval_s=0.02, lease_s=3.0))
@@ -263,23 +266,13 @@ def test_answered_messages_are_not_kept_and_old_rows_are_pruned(sessions):
 async def test_replies_are_queued_as_soon_as_the_database_is_back(sessions, monkeypatch):
     """A database restart while the replies are being queued: they are queued when it answers
     again (seconds), not after the message's lease has run out."""
-    from sqlalchemy.exc import OperationalError
-
     from bot.inbox import InboxStore, NewInbound
 
     inbox = InboxStore(sessions, "wecom")
     [row_id] = inbox.accept_batch([NewInbound("msg:db", "u1", {"MsgType": "text", "Content": "你好"})], lease_s=60)
     row = inbox.claim(row_id, lease_s=60)
-    real_finish = inbox.finish
     failures = {"left": 3}
-
-    def flaky_finish(*args, **kwargs):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise OperationalError("UPDATE inbound_messages", {}, ConnectionError("server closed the connection"))
-        return real_finish(*args, **kwargs)
-
-    monkeypatch.setattr(inbox, "finish", flaky_finish)
+    monkeypatch.setattr(inbox, "finish", _down_first(failures, inbox.finish, "UPDATE inbound_messages"))
     reply = [{"msgtype": "text", "text": {"content": "您好"}}]
     started = time.monotonic()
     assert await inbox.finish_patiently(row, reply, budget_s=5, first_delay_s=0.05) is True
