@@ -7,6 +7,7 @@ import asyncio
 import functools
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -528,14 +529,23 @@ MEETING_KINDS = ("联席会议", "理事会", "工作例会", "其他")
 REPEATS = {"": "不重复", "monthly": "每月", "quarterly": "每季度", "yearly": "每年"}
 
 
+def _meeting_form(viewer: Viewer, values: Mapping[str, str], failed: tuple[str, str | None] | None = None,
+                  **extra: object) -> web.Response:
+    """The meeting form with ``values``; ``failed`` is a MeetingError's (message, field): shown next
+    to its field, or above the form when it concerns none (HTTP 400 either way)."""
+    message, field = failed or ("", None)
+    return _render("meeting_form.html", viewer, http_status=400 if failed else 200, values=values,
+                   error="" if field else message, errors={field: message} if field else {},
+                   kinds=MEETING_KINDS, repeats=REPEATS, page="meetings", **extra)
+
+
 @console("meeting.manage")
 async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """新建会议: the invited institutions' liaison officers get the invitation at once (as from
     chat); a mistake is shown next to its field, with everything typed kept."""
     ctx = request.app[CONSOLE_CTX_KEY]
     if request.method == "GET":
-        return _render("meeting_form.html", viewer, values={}, error="", errors={}, kinds=MEETING_KINDS,
-                       repeats=REPEATS, page="meetings")
+        return _meeting_form(viewer, {})
     form = await _form(request, viewer)
     if isinstance(form, web.Response):
         return form
@@ -558,10 +568,7 @@ async def meetings_create(request: web.Request, viewer: Viewer) -> web.StreamRes
 
     failed = await asyncio.to_thread(create)
     if failed:
-        message, field = failed
-        errors = {field: message} if field else {}
-        return _render("meeting_form.html", viewer, http_status=400, values=form, error="" if field else message,
-                       errors=errors, kinds=MEETING_KINDS, repeats=REPEATS, page="meetings")
+        return _meeting_form(viewer, form, failed)
     raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已安排“{form.get('title', '')}”，已通知受邀机构的联络员。"))
 
 
@@ -588,8 +595,7 @@ async def meetings_edit(request: web.Request, viewer: Viewer) -> web.StreamRespo
         return _render("forbidden.html", viewer, http_status=404, reason="没有找到这个会议，或它已取消。")
     action = f"/admin/meetings/{meeting_id}/edit"
     if request.method == "GET":
-        return _render("meeting_form.html", viewer, values=before, error="", errors={}, kinds=MEETING_KINDS,
-                       repeats=REPEATS, action=action, editing=True, page="meetings")
+        return _meeting_form(viewer, before, action=action, editing=True)
     form = await _form(request, viewer)
     if isinstance(form, web.Response):
         return form
@@ -608,10 +614,7 @@ async def meetings_edit(request: web.Request, viewer: Viewer) -> web.StreamRespo
 
     failed = await asyncio.to_thread(save)
     if failed:
-        message, field = failed
-        return _render("meeting_form.html", viewer, http_status=400, values={**before, **form},
-                       error="" if field else message, errors={field: message} if field else {}, kinds=MEETING_KINDS,
-                       repeats=REPEATS, action=action, editing=True, page="meetings")
+        return _meeting_form(viewer, {**before, **form}, failed, action=action, editing=True)
     raise web.HTTPSeeOther("/admin/meetings?notice=" + quote(f"已修改“{form.get('title') or before['title']}”，已通知受邀机构的联络员。"))
 
 
