@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
 from bot.outbox import OutboxStore, enqueue_many
+from bot.patience import through_outage
 from bot.ratelimit import Decision, RatePolicy
 from storage.models import InboundMessage, ProcessedUpdate
 from storage.repositories import claim_update, prune_processed_updates
@@ -280,20 +281,10 @@ class InboxStore:
         message waiting for its lease to run out and being answered a second time from scratch.
         True: queued; False: the claim was lost; None: still failing after ``budget_s`` (keep it
         well inside the lease), the recovery loop takes the message up again later."""
-        deadline = time.monotonic() + budget_s
-        delay = first_delay_s
-        while True:
-            try:
-                return await asyncio.to_thread(self.finish, row, payloads)
-            except Exception as exc:  # noqa: BLE001 - database trouble: wait and try again
-                if time.monotonic() + delay > deadline:
-                    log.error("%s message %s: replies could not be queued (%s); left for recovery",
-                              self.channel, row.external_id, type(exc).__name__)
-                    return None
-                log.warning("%s message %s: replies could not be queued (%s); retrying in %.1fs",
-                            self.channel, row.external_id, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        done, queued = await through_outage(
+            lambda: self.finish(row, payloads), what=f"{self.channel} message {row.external_id}: queueing its replies",
+            gave_up="left for recovery", budget_s=budget_s, first_delay_s=first_delay_s)
+        return queued if done else None
 
     def retry(self, row: ClaimedInbound, delay_s: float, error: str, *, now: datetime | None = None) -> None:
         now = as_utc(now) if now else utcnow()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
 from bot.logging_setup import request_id_of_outbox_key, request_scope
+from bot.patience import through_outage
 from storage.models import OutboxMessage
 from storage.types import as_utc, utcnow
 
@@ -361,21 +361,9 @@ class OutboxSender:
         """``mark_sent``, tried again while the database is unreachable (a PostgreSQL restart
         takes seconds): the message has gone out, and a row left "sending" would be sent a second
         time once its lease ran out. Gives up (and logs it) with half the lease left."""
-        deadline = time.monotonic() + self.options.lease_s / 2
-        delay = 0.2
-        while True:
-            try:
-                await asyncio.to_thread(self.store.mark_sent, item, note=note)
-                return
-            except Exception as exc:  # noqa: BLE001 - database trouble: wait and try again
-                if time.monotonic() + delay > deadline:
-                    log.error("outbox row %s: sent, but could not be recorded (%s); it may be sent again",
-                              item.id, type(exc).__name__)
-                    return
-                log.warning("outbox row %s: sent, recording it failed (%s); retrying in %.1fs",
-                            item.id, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await through_outage(lambda: self.store.mark_sent(item, note=note),
+                             what=f"outbox row {item.id}: recording its delivery", gave_up="it may be sent again",
+                             budget_s=self.options.lease_s / 2, max_delay_s=2.0)
 
     def backoff_s(self, attempts: int, retry_after_s: float | None = None) -> float:
         opts = self.options

@@ -373,11 +373,16 @@ def _group_positions(keys: Iterable) -> dict:
     return {key: np.asarray(positions, dtype=np.int64) for key, positions in groups.items()}
 
 
-def _top_positions(scores: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
-    """The ``n`` best-scoring of ``positions`` (top-k selection, not a sort)."""
-    if len(positions) <= n:
-        return positions
-    return positions[np.argpartition(-scores[positions], n - 1)[:n]]
+def _best_positions(scores: np.ndarray, positions: np.ndarray | None, n: int) -> set[int]:
+    """The ``n`` best-scoring of ``positions`` (all when None) that score above 0, by top-k
+    selection, not a full sort."""
+    pool = scores if positions is None else scores[positions]
+    if len(pool) > n:
+        best = np.argpartition(-pool, n - 1)[:n]
+    else:
+        best = np.arange(len(pool))
+    chosen = best if positions is None else positions[best]
+    return {int(p) for p in chosen if scores[p] > 0}
 
 
 class KnowledgeBase:
@@ -448,6 +453,10 @@ class KnowledgeBase:
         started = time.perf_counter()
         prepared = self._prepare(file_name, data, uploaded_by=uploaded_by, consortium=consortium, title=title,
                                  may_replace=may_replace)
+        return self._complete(prepared, install=install, started=started)
+
+    def _complete(self, prepared: IngestResult | _Prepared, *, install: bool, started: float) -> IngestResult:
+        """Commit a prepared document (an "unchanged" result needs nothing) and tell the observers."""
         result = prepared if isinstance(prepared, IngestResult) else self._commit(prepared, install=install)
         _notify(self.ingest_observers, result.status, time.perf_counter() - started)
         return result
@@ -492,11 +501,9 @@ class KnowledgeBase:
     def _commit_prepared(self, path: Path, future) -> tuple[Path, IngestResult | Exception]:
         try:
             began, prepared = future.result()
-            result = prepared if isinstance(prepared, IngestResult) else self._commit(prepared, install=False)
+            return path, self._complete(prepared, install=False, started=began)
         except Exception as exc:  # noqa: BLE001 - reported per file by the caller
             return path, exc
-        _notify(self.ingest_observers, result.status, time.perf_counter() - began)
-        return path, result
 
     def _prepare(self, file_name: str, data: bytes, *, uploaded_by: str | None, consortium: str | None,
                  title: str | None, may_replace: Callable[[str | None], bool] | None) -> IngestResult | _Prepared:
@@ -892,9 +899,7 @@ class KnowledgeBase:
             for cid, sim in self._dense_candidates(question)
             if cid in snap.position  # only live chunks, whatever the vector index still holds
         }
-        top = min(LEXICAL_CANDIDATES, len(bm25_scores))  # top-k selection, not a full sort
-        best = np.argpartition(-bm25_scores, top - 1)[:top] if top else []
-        candidates = {int(p) for p in best if bm25_scores[p] > 0}
+        candidates = _best_positions(bm25_scores, None, LEXICAL_CANDIDATES)
         # In a large corpus, copies of a clause in other documents can fill the top of the
         # ranking: the documents the question names, and the asker's own consortium, are
         # searched on their own as well.
@@ -902,8 +907,7 @@ class KnowledgeBase:
         if consortium is not None and consortium in snap.positions_by_consortium:
             scoped.append(snap.positions_by_consortium[consortium])
         for positions in scoped:
-            candidates.update(int(p) for p in _top_positions(bm25_scores, positions, SCOPED_CANDIDATES)
-                              if bm25_scores[p] > 0)
+            candidates |= _best_positions(bm25_scores, positions, SCOPED_CANDIDATES)
         candidates.update(dense_by_pos)
         hits = []
         for pos in candidates:
