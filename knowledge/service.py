@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from sys import intern
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from datetime import datetime, timezone
@@ -78,6 +78,11 @@ log = logging.getLogger(__name__)
 DENSE_CANDIDATES = 40
 LEXICAL_CANDIDATES = 40
 SCOPED_CANDIDATES = 20  # more of the named document's, or the asker's consortium's, clauses
+#: The nearest clauses by vector within each such scope (a filtered Chroma query): in a large
+#: corpus the global nearest 40 can all be copies elsewhere, and a scoped clause would then be
+#: ranked without its dense similarity. Few, so that with a handful of documents, where the
+#: global 40 already hold them, the ranking is as before.
+SCOPED_DENSE = 8
 # Relevance = a weighted sum of four normalised signals, plus a bonus for the document the user
 # names or their own consortium (weights fitted on the dev questions and a second, self-written
 # set, tests/data/extra.jsonl; bench/bench_knowledge.py prints both):
@@ -371,6 +376,17 @@ def _group_positions(keys: Iterable) -> dict:
     for pos, key in enumerate(keys):
         groups.setdefault(key, []).append(pos)
     return {key: np.asarray(positions, dtype=np.int64) for key, positions in groups.items()}
+
+
+def _scope_filters(documents: list[str], consortium: str | None) -> list[dict]:
+    """Chroma metadata filters for the scoped vector searches: the named documents (one filter
+    for all of them), and the asker's consortium."""
+    filters: list[dict] = []
+    if documents:
+        filters.append({"document": documents[0]} if len(documents) == 1 else {"document": {"$in": documents}})
+    if consortium is not None:
+        filters.append({"consortium": consortium})
+    return filters
 
 
 def _best_positions(scores: np.ndarray, positions: np.ndarray | None, n: int) -> set[int]:
@@ -894,17 +910,19 @@ class KnowledgeBase:
         query = Query.parse(question, snap)
         bm25_scores = np.asarray(snap.bm25.get_scores(query.search_tokens))
         best_bm25 = float(bm25_scores.max()) or 1.0
+        named = sorted(t for t in query.named_documents if t in snap.positions_by_document)
+        own = consortium is not None and consortium in snap.positions_by_consortium
         dense_by_pos = {
             snap.position[cid]: sim
-            for cid, sim in self._dense_candidates(question)
+            for cid, sim in self._dense_candidates(question, _scope_filters(named, consortium if own else None))
             if cid in snap.position  # only live chunks, whatever the vector index still holds
         }
         candidates = _best_positions(bm25_scores, None, LEXICAL_CANDIDATES)
         # In a large corpus, copies of a clause in other documents can fill the top of the
         # ranking: the documents the question names, and the asker's own consortium, are
-        # searched on their own as well.
-        scoped = [snap.positions_by_document[t] for t in query.named_documents if t in snap.positions_by_document]
-        if consortium is not None and consortium in snap.positions_by_consortium:
+        # searched on their own as well (by words here, by vector in _dense_candidates).
+        scoped = [snap.positions_by_document[t] for t in named]
+        if own:
             scoped.append(snap.positions_by_consortium[consortium])
         for positions in scoped:
             candidates |= _best_positions(bm25_scores, positions, SCOPED_CANDIDATES)
@@ -950,12 +968,16 @@ class KnowledgeBase:
                     break
         return query, unique
 
-    def _dense_candidates(self, question: str) -> list[tuple[str, float]]:
-        """Chroma's nearest chunks, or none while it cannot be reached (a Chroma server down or
-        restarting): the answer then rests on BM25, coverage and headings, and one warning per
-        outage is logged instead of an error reply to every user."""
+    def _dense_candidates(self, question: str, scopes: Sequence[dict] = ()) -> list[tuple[str, float]]:
+        """Chroma's nearest chunks, overall and within each metadata filter of ``scopes``; or
+        none while it cannot be reached (a Chroma server down or restarting): the answer then
+        rests on BM25, coverage and headings, and one warning per outage is logged instead of an
+        error reply to every user."""
         try:
-            found = self._vectors.query(self._embedder.encode([question])[0], DENSE_CANDIDATES)
+            vector = self._embedder.encode([question])[0]
+            found = self._vectors.query(vector, DENSE_CANDIDATES)
+            for where in scopes if SCOPED_DENSE > 0 else ():
+                found = found + self._vectors.query(vector, SCOPED_DENSE, where=where)
         except Exception as exc:  # noqa: BLE001 - any failure of the vector store degrades, never breaks
             if self._dense_failed_at is None:
                 log.warning("vector index unreachable; answering from the lexical index only",

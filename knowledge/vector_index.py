@@ -73,12 +73,12 @@ class ChromaIndex:
     def ids(self) -> set[str]:
         return set(self._collection.get(include=[])["ids"])
 
-    def query(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity) pairs, best first."""
+    def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity) pairs, best first; ``where`` filters on the metadata."""
         count = self._collection.count()
         if count == 0:
             return []
         res = self._collection.query(
-            query_embeddings=[vector.tolist()], n_results=min(n, count), include=["distances"]
+            query_embeddings=[vector.tolist()], n_results=min(n, count), include=["distances"], where=where
         )
         return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0])]

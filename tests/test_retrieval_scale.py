@@ -63,7 +63,7 @@ def test_a_named_documents_clause_is_found_among_many_copies(crowded, monkeypatc
 
     # lexical candidates only (as with the vector index down): still found, but without
     # searching the named document on its own the copies crowd it out of the candidates
-    monkeypatch.setattr(crowded, "_dense_candidates", lambda question: [])
+    monkeypatch.setattr(crowded, "_dense_candidates", lambda question, scopes=(): [])
     assert crowded.retrieve(question)[0].chunk.document_title == "青羊区医疗集团实施方案"
     monkeypatch.setattr(service, "SCOPED_CANDIDATES", 0)
     assert all(h.chunk.document_title != "青羊区医疗集团实施方案" for h in crowded.retrieve(question, k=40))
@@ -75,8 +75,27 @@ def test_the_askers_own_consortium_is_found_among_many_copies(crowded, monkeypat
     assert hits and hits[0].chunk.document_title == "石桥县医共体管理办法"
     assert "3+1" in crowded.ask(question, consortium="shiqiao").text
 
-    monkeypatch.setattr(crowded, "_dense_candidates", lambda question: [])
+    monkeypatch.setattr(crowded, "_dense_candidates", lambda question, scopes=(): [])
     assert crowded.retrieve(question, consortium="shiqiao")[0].chunk.document_title == "石桥县医共体管理办法"
     monkeypatch.setattr(service, "SCOPED_CANDIDATES", 0)
     ranked = [h.chunk.document_title for h in crowded.retrieve(question, consortium="shiqiao", k=40)]
     assert "石桥县医共体管理办法" not in ranked
+
+
+def test_a_named_documents_clauses_keep_their_vector_similarity_beyond_the_global_nearest(crowded, monkeypatch):
+    """With the global nearest clauses all elsewhere (here: only one asked for), the named
+    document's clauses still get their cosine similarity from a search within that document,
+    and so do the asker's own consortium's."""
+    monkeypatch.setattr(service, "DENSE_CANDIDATES", 1)
+    question = "青羊医疗集团的签约服务技术体系叫什么？"
+
+    def clause(hits):
+        return next(h for h in hits if "1+2+N" in h.chunk.body)
+
+    scoped = clause(crowded.retrieve(question, k=40))
+    assert scoped.named and scoped.dense > 0
+    assert clause(crowded.retrieve("签约服务技术体系叫什么？", consortium="qingyang", k=40)).dense > 0
+
+    monkeypatch.setattr(service, "SCOPED_DENSE", 0)  # without the scoped search: no similarity at all
+    assert clause(crowded.retrieve(question, k=40)).dense == 0.0
+    assert clause(crowded.retrieve("签约服务技术体系叫什么？", consortium="qingyang", k=40)).dense == 0.0
