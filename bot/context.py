@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,7 +51,8 @@ class AppContext:
         from knowledge.service import KnowledgeBase
         from knowledge.vector_index import ChromaIndex
 
-        embedder = make_embedder(self.settings.embedding_model, self.settings.resolved_data_dir / "models")
+        models = self.settings.resolved_data_dir / "models"
+        embedder = make_embedder(self.settings.embedding_model, models)
         vectors = ChromaIndex(path=self.settings.chroma_path, url=self.settings.chroma_url, collection=embedder.name)
         from bot import metrics
 
@@ -63,6 +65,7 @@ class AppContext:
             max_document_chunks=self.settings.max_document_chunks,
             max_pdf_pages=self.settings.max_pdf_pages,
             synthesizer=make_synthesizer(self.settings),
+            embedder_factory=partial(make_embedder, self.settings.embedding_model, models),
         )
         kb.answer_observers.append(metrics.observe_answer)
         kb.ingest_observers.append(metrics.observe_ingest)

@@ -82,6 +82,9 @@ class IngestError(Exception):
         self.reason_zh = reason_zh or reason
         super().__init__(f"{file_name}: {reason}")
 
+    def __reduce__(self):  # raised in an ingest worker process, re-raised in the parent
+        return type(self), (self.file_name, self.reason, self.reason_zh)
+
 
 def too_many_chars(file_name: str, limit: int) -> IngestError:
     return IngestError(

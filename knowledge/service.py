@@ -42,6 +42,7 @@ from knowledge.answerability import features, is_answerable
 from knowledge.bilingual import BilingualIndex
 from knowledge.homophones import HomophoneCorrector
 from knowledge.memory import release_free_memory
+from knowledge.preparation import Processed, clean_file_name, embed_in_batches, process, process_file, read_document
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, EN_HEADER, MAX_ANSWER_BYTES, Answer, compose
 from knowledge.counting import asks_count, count_in_sentence, count_in_tables, stated_count
 from knowledge.listing import asks_list, whole_list
@@ -77,6 +78,8 @@ log = logging.getLogger(__name__)
 
 DENSE_CANDIDATES = 40
 LEXICAL_CANDIDATES = 40
+#: Files from which ``ingest_many`` prepares them in worker processes (each costs seconds to start).
+PROCESS_POOL_MIN_FILES = 12
 SCOPED_CANDIDATES = 20  # more of the named document's, or the asker's consortium's, clauses
 #: The nearest clauses by vector within each such scope (a filtered Chroma query): in a large
 #: corpus the global nearest 40 can all be copies elsewhere, and a scoped clause would then be
@@ -96,10 +99,8 @@ OWN_CONSORTIUM_BONUS = 1.5  # the asker's own consortium's documents win near-ti
 OWN_MIN_COVERAGE_RATIO = 0.6  # …when their clause covers most of what the best covers
 OWN_MIN_SCORE_RATIO = 0.6  # …or scores most of the best score
 
-MAX_TITLE_CHARS = 200  # Document.title is a String(300)
 # Clauses are embedded this many at a time, so that a question (which needs the embedder for its
 # own vector) waits for one small batch at most, never for a whole large document.
-EMBED_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,67 @@ def _group_positions(keys: Iterable) -> dict:
     return {key: np.asarray(positions, dtype=np.int64) for key, positions in groups.items()}
 
 
+def _process_pool(workers: int, embedder_factory: Callable[[], Embedder]):
+    """Worker processes for ``ingest_many``, started by a fork server (a clean process: forking
+    this one would copy the vector store's and the database driver's threads and locks), each
+    loading the embedder once."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from knowledge.preparation import start_worker
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=start_worker, initargs=(embedder_factory,))
+
+
+def _in_order(commit: Callable, paths: list[Path], submit: Callable, workers: int):
+    """``commit(path, future)`` for each path in order, with up to ``workers`` more submitted
+    ahead (so at most ``workers + 1`` prepared files are held in memory)."""
+    from collections import deque
+
+    pending: deque = deque()
+    for path in paths:
+        pending.append((path, submit(path)))
+        if len(pending) > workers:
+            yield commit(*pending.popleft())
+    while pending:
+        yield commit(*pending.popleft())
+
+
+def _done(value: object):
+    from concurrent.futures import Future
+
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _failed(exc: BaseException):
+    from concurrent.futures import Future
+
+    future: Future = Future()
+    future.set_exception(exc)
+    return future
+
+
+class _FromWorker:
+    """A file being prepared in a worker process: its ``result()`` (asked for in the committing
+    thread) is the worker's ``Processed`` passed through ``adopt``."""
+
+    def __init__(self, future, file_name: str, adopt: Callable) -> None:
+        self._future, self._file_name, self._adopt = future, file_name, adopt
+
+    def result(self):
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            done = self._future.result()
+        except BrokenProcessPool:
+            raise IngestError(self._file_name, "the worker process preparing it stopped; nothing was changed, "
+                              "please ingest this file again", "准备该文件的工作进程意外退出，文件未收录，请重新导入该文件") from None
+        return self._adopt(done)
+
+
 def _scope_filters(documents: list[str], consortium: str | None) -> list[dict]:
     """Chroma metadata filters for the scoped vector searches: the named documents (one filter
     for all of them), and the asker's consortium."""
@@ -414,8 +476,12 @@ class KnowledgeBase:
         max_pdf_pages: int = MAX_PDF_PAGES,
         max_document_blocks: int = MAX_DOCUMENT_BLOCKS,
         synthesizer: object | None = None,
+        embedder_factory: Callable[[], Embedder] | None = None,
     ) -> None:
+        """``embedder_factory`` (picklable) makes ``embedder`` anew in a worker process: without
+        it, ``ingest_many`` prepares files in threads only."""
         self._synthesizer = synthesizer
+        self._embedder_factory = embedder_factory
         #: called with (answer, degraded) after every answer, and (status, seconds) after every
         #: ingest: how the application layer counts them (``bot.metrics``) without this layer
         #: knowing about Prometheus
@@ -485,34 +551,85 @@ class KnowledgeBase:
         consortium: str | None = None,
         title: str | None = None,
         workers: int = 2,
+        processes: bool | None = None,
     ) -> Iterable[tuple[Path, IngestResult | Exception]]:
         """Ingest files one after another as ``ingest_path(..., install=False)`` would, yielding
         ``(path, result or the exception it raised)`` in the order given; a bad file never stops
         the rest. What ``yilian ingest`` runs for a folder.
 
-        Up to ``workers`` files are read, chunked, tokenised and embedded at the same time (the
-        embedder's matrix products release the GIL, so a second core embeds one file while the
-        other tokenises the next), but each is committed in order: a later file of the same title
-        still replaces an earlier one, as when they are ingested one at a time.
+        Up to ``workers`` files are read, chunked, tokenised and embedded at the same time, but
+        each is committed in order: a later file of the same title still replaces an earlier one,
+        as when they are ingested one at a time. The preparing runs in worker processes when
+        ``processes`` (by default: for ``PROCESS_POOL_MIN_FILES`` files or more, when this knowledge
+        base was given an ``embedder_factory``): the tokenisers hold the GIL, so threads keep a
+        second core only a third busy, while starting a worker costs a few seconds.
         """
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future, ThreadPoolExecutor
 
-        def prepare(path: Path) -> tuple[float, IngestResult | _Prepared]:
-            began = time.perf_counter()
-            name, data = self._read_path(Path(path))
+        paths = list(paths)
+        workers = max(1, workers)
+        if processes is None:
+            processes = workers > 1 and len(paths) >= PROCESS_POOL_MIN_FILES
+        processes = processes and self._embedder_factory is not None
+
+        def prepare_here(path: Path, began: float | None = None, read: tuple[str, bytes] | None = None
+                         ) -> tuple[float, IngestResult | _Prepared]:
+            began = time.perf_counter() if began is None else began
+            name, data = read or self._read_path(Path(path))
             return began, self._prepare(name, data, uploaded_by=uploaded_by, consortium=consortium, title=title,
                                         may_replace=None)
 
-        paths = iter(paths)
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest") as pool:
-            pending: deque = deque()
-            for path in paths:  # keep at most workers + 1 files in memory
-                pending.append((path, pool.submit(prepare, path)))
-                if len(pending) > workers:
-                    yield self._commit_prepared(*pending.popleft())
-            while pending:
-                yield self._commit_prepared(*pending.popleft())
+        if not processes:
+            with ThreadPoolExecutor(workers, thread_name_prefix="ingest") as threads:
+                yield from _in_order(self._commit_prepared, paths, lambda path: threads.submit(prepare_here, path),
+                                     workers)
+            return
+
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = None  # started for the first file that needs preparing: a re-run finds all unchanged
+
+        def submit(path: Path) -> Future:
+            nonlocal pool
+            began = time.perf_counter()
+            try:
+                name, data = self._read_path(Path(path))
+                if pool is not False and not self._registered_sha(hashlib.sha256(data).hexdigest()):
+                    pool = pool or _process_pool(workers, self._embedder_factory)
+                    work = pool.submit(process_file, name, data, title, consortium, self._limits)
+                    return _FromWorker(work, name, lambda done: (began, self._adopt(done, data, consortium,
+                                                                                     uploaded_by)))
+                # else the very same file is most likely registered ("unchanged"): nothing to send away
+            except BrokenProcessPool:  # a worker died (killed, out of memory): the rest are prepared here
+                log.warning("ingest worker process stopped; preparing the remaining files in this process")
+                pool.shutdown(wait=False)
+                pool = False
+            except Exception as exc:  # noqa: BLE001 - reported per file, in order
+                return _failed(exc)
+            try:
+                return _done(prepare_here(path, began, (name, data)))
+            except Exception as exc:  # noqa: BLE001 - reported per file, in order
+                return _failed(exc)
+
+        try:
+            yield from _in_order(self._commit_prepared, paths, submit, workers)
+        finally:
+            if pool:
+                pool.shutdown()
+
+    def _registered_sha(self, sha: str) -> bool:
+        """Is a current document the very same file (then its ingest is most likely "unchanged")?"""
+        with self._sessions() as session:
+            return session.scalar(select(Document.id).where(Document.sha256 == sha).limit(1)) is not None
+
+    def _adopt(self, done: Processed, data: bytes, consortium: str | None, uploaded_by: str | None
+               ) -> IngestResult | _Prepared:
+        """A document prepared in a worker process, checked against the registry as ``_prepare``
+        checks it."""
+        looked_up = self._look_up(done.file_name, done.title, done.sha, consortium, None)
+        if isinstance(looked_up, IngestResult):
+            return looked_up
+        return self._prepared(done, data, consortium, uploaded_by, None, looked_up)
 
     def _commit_prepared(self, path: Path, future) -> tuple[Path, IngestResult | Exception]:
         try:
@@ -526,39 +643,38 @@ class KnowledgeBase:
         """The slow part of an ingest, outside any transaction and any lock a question needs:
         read, chunk, tokenise and embed. Returns the "unchanged" result when the very same file is
         registered already. Raises IngestError on bad input."""
-        from knowledge.readers import extract
+        file_name = clean_file_name(file_name)
+        extracted, title = read_document(file_name, data, title, self._limits)
+        looked_up = self._look_up(file_name, title, hashlib.sha256(data).hexdigest(), consortium, may_replace)
+        if isinstance(looked_up, IngestResult):
+            return looked_up
+        done = process(extracted, file_name, title, data, consortium, self._limits, self._embed)
+        return self._prepared(done, data, consortium, uploaded_by, may_replace, looked_up)
 
-        file_name = clean_title(file_name) or "(unnamed file)"
-        extracted = extract(file_name, data, limits=self._limits)
-        title = _registered_title(file_name, title, extracted.title)
-        key = title_key(title)
-        sha = hashlib.sha256(data).hexdigest()
-
-        # A short read: who holds this title now? (no transaction is kept open afterwards)
+    def _look_up(self, file_name: str, title: str, sha: str, consortium: str | None,
+                 may_replace: Callable[[str | None], bool] | None) -> IngestResult | _DocRef | None:
+        """Who holds this title now (a short read, no transaction kept open): the "unchanged"
+        result for the very same file, else the current document or None. Raises IngestError
+        when it may not be replaced."""
         with self._sessions() as session:
-            existing = _find_document(session, key, title)
-            if existing is not None:
-                _check_may_replace(file_name, title, existing, consortium, may_replace)
-                if existing.sha256 == sha and (consortium is None or consortium == existing.consortium):
-                    return IngestResult(clean_title(existing.title), "unchanged", existing.version, existing.chunk_count)
-                guessed_version = existing.version + 1
-            else:
-                guessed_version = 1
+            existing = _find_document(session, title_key(title), title)
+        if existing is not None:
+            _check_may_replace(file_name, title, existing, consortium, may_replace)
+            if existing.sha256 == sha and (consortium is None or consortium == existing.consortium):
+                return IngestResult(clean_title(existing.title), "unchanged", existing.version, existing.chunk_count)
+        return existing
 
-        drafts = chunk_document(extracted, consortium, max_chunks=self._limits.max_chunks)
-        del extracted
-        if not drafts:
-            raise IngestError(file_name, "no readable text found", "文件中没有可识别的正文文字")
-        texts = [d.text(title) for d in drafts]
-        token_rows = [" ".join(tokenize(text)) for text in texts]
-        vectors = self._embed(texts)
+    @staticmethod
+    def _prepared(done: Processed, data: bytes, consortium: str | None, uploaded_by: str | None,
+                  may_replace: Callable[[str | None], bool] | None, existing: _DocRef | None) -> _Prepared:
+        version = existing.version + 1 if existing is not None else 1  # a guess: the swap decides
         nonce = secrets.token_hex(3)  # ids never collide with a concurrent upload of the same title
-        prefix = f"{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}-v{guessed_version}-{nonce}"
+        prefix = f"{hashlib.sha1(done.key.encode('utf-8')).hexdigest()[:10]}-v{version}-{nonce}"
         return _Prepared(
-            file_name=file_name, title=title, key=key, sha=sha, data=data, consortium=consortium,
+            file_name=done.file_name, title=done.title, key=done.key, sha=done.sha, data=data, consortium=consortium,
             meta_consortium=consortium if consortium is not None else (existing.consortium if existing else None),
-            uploaded_by=uploaded_by, may_replace=may_replace, version=guessed_version, drafts=drafts,
-            ids=[f"{prefix}-{d.seq}" for d in drafts], token_rows=token_rows, vectors=vectors,
+            uploaded_by=uploaded_by, may_replace=may_replace, version=version, drafts=done.drafts,
+            ids=[f"{prefix}-{d.seq}" for d in done.drafts], token_rows=done.token_rows, vectors=done.vectors,
         )
 
     def _commit(self, p: _Prepared, *, install: bool) -> IngestResult:
@@ -703,11 +819,7 @@ class KnowledgeBase:
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Vectors for ``texts``, a small batch at a time so that questions are never kept waiting."""
-        parts = []
-        for start in range(0, len(texts), EMBED_BATCH):
-            parts.append(np.asarray(self._embedder.encode(texts[start : start + EMBED_BATCH]), dtype=np.float32))
-            time.sleep(0.002)  # let a question waiting for the embedder take it now
-        return np.vstack(parts)
+        return embed_in_batches(self._embedder, texts, pause_s=0.002)
 
     def ingest_path(self, path: Path, **kwargs: object) -> IngestResult:
         name, data = self._read_path(Path(path))
@@ -754,11 +866,8 @@ class KnowledgeBase:
         """What uploading this file would do, without doing it: its title, the clauses found and,
         when it replaces a document, the clause-level diff (added / changed / removed). Raises
         IngestError for a file that could not be ingested, with the same reason."""
-        from knowledge.readers import extract
-
-        file_name = clean_title(file_name) or "(unnamed file)"
-        extracted = extract(file_name, data, limits=self._limits)
-        title = _registered_title(file_name, title, extracted.title)
+        file_name = clean_file_name(file_name)
+        extracted, title = read_document(file_name, data, title, self._limits)
         drafts = chunk_document(extracted, None, max_chunks=self._limits.max_chunks)
         if not drafts:
             raise IngestError(file_name, "no readable text found", "文件中没有可识别的正文文字")
@@ -1021,33 +1130,6 @@ def _notify(observers: list[Callable[..., None]], *args: object) -> None:
             observe(*args)
         except Exception:  # noqa: BLE001 - counting must never break an answer or an upload
             log.debug("observer %r failed", observe, exc_info=True)
-
-
-def _registered_title(file_name: str, given: str | None, extracted: str) -> str:
-    """The title a document is registered and shown under (``clean_title``)."""
-    if given is not None and given.strip():
-        title = clean_title(given)
-        if not title:
-            raise IngestError(
-                file_name,
-                "the title given is empty once invisible characters are removed",
-                "给定的标题去除不可见字符后为空，请提供有效的标题",
-            )
-        if len(title) > MAX_TITLE_CHARS:
-            raise IngestError(
-                file_name,
-                f"the title given is longer than {MAX_TITLE_CHARS} characters",
-                f"给定的标题超过 {MAX_TITLE_CHARS} 字，请使用较短的标题",
-            )
-        return title
-    title = clean_title(extracted)
-    if not title:
-        raise IngestError(
-            file_name,
-            "the document has no usable title (its name is only invisible characters); please give one",
-            "文件没有可用的标题（文件名只含不可见字符），请提供标题",
-        )
-    return title[:MAX_TITLE_CHARS].rstrip()
 
 
 @dataclass(frozen=True)
