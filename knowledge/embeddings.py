@@ -60,10 +60,10 @@ class UseEmbedder:
         # Set once for the process, so that concurrent calls agree on it.
         threadpool_limits(limits=threads, user_api="blas")
         self._model = USE(threads=threads)
-        backend = self._model._model  # loads the tokenizer and the weights now, not in a race later
         native = _native_tokenizer()
-        if native is not None:
-            backend.sp = native
+        if native is not None:  # before the backend loads: the pure-Python one is then never built
+            self._model._sp = native
+        backend = self._model._model  # loads the tokenizer and the weights now, not in a race later
         if cache_dir is not None:
             mapped = _mapped_table(backend.table, Path(cache_dir))
             if mapped is not None:

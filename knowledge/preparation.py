@@ -22,6 +22,8 @@ from knowledge.textnorm import clean_title, title_key
 from knowledge.tokenize import tokenize
 
 MAX_TITLE_CHARS = 200  # Document.title is a String(300)
+#: Clauses are embedded this many at a time, so that a question (which needs the embedder for
+#: its own vector) waits for one small batch at most, never for a whole large document.
 EMBED_BATCH = 32
 
 

@@ -42,7 +42,15 @@ from knowledge.answerability import features, is_answerable
 from knowledge.bilingual import BilingualIndex
 from knowledge.homophones import HomophoneCorrector
 from knowledge.memory import release_free_memory
-from knowledge.preparation import Processed, clean_file_name, embed_in_batches, process, process_file, read_document
+from knowledge.preparation import (
+    Processed,
+    clean_file_name,
+    embed_in_batches,
+    process,
+    process_file,
+    read_document,
+    start_worker,
+)
 from knowledge.answer import EMPTY_KB_EN, EMPTY_KB_ZH, EN_HEADER, MAX_ANSWER_BYTES, Answer, compose
 from knowledge.counting import asks_count, count_in_sentence, count_in_tables, stated_count
 from knowledge.listing import asks_list, whole_list
@@ -98,9 +106,6 @@ NAMED_DOCUMENT_BONUS = 1.0  # the question names a document ("临沧…", "油�
 OWN_CONSORTIUM_BONUS = 1.5  # the asker's own consortium's documents win near-ties…
 OWN_MIN_COVERAGE_RATIO = 0.6  # …when their clause covers most of what the best covers
 OWN_MIN_SCORE_RATIO = 0.6  # …or scores most of the best score
-
-# Clauses are embedded this many at a time, so that a question (which needs the embedder for its
-# own vector) waits for one small batch at most, never for a whole large document.
 
 
 @dataclass(frozen=True)
@@ -326,8 +331,6 @@ def _content_part(word: str, snap: _Snapshot) -> str | None:
     return None
 
 
-
-
 def _forms(word: str) -> list[frozenset[str]]:
     """The word itself; all of its inner bigrams together; all of its sub-words together."""
     forms = [frozenset([word])]
@@ -385,8 +388,6 @@ def _process_pool(workers: int, embedder_factory: Callable[[], Embedder]):
     loading the embedder once."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
-    from knowledge.preparation import start_worker
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                initializer=start_worker, initargs=(embedder_factory,))
