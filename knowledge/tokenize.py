@@ -176,8 +176,9 @@ ANSWER_CUES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
      re.compile(rf"每{_NUM}?(年|季度|季|半年|月|周|届)|至少.{{0,8}}{_NUM}+\s*次|定期|{_NUM}+\s*次")),
     (re.compile(r"多久|多长|期限|任期|年限|how long|term", re.I),
      re.compile(rf"{_NUM}+\s*(年|个月|月|天|周|日)|任期|期限|满{_NUM}")),
-    (re.compile(r"谁|哪位|由谁|who", re.I),
-     re.compile(r"由.{1,30}(担任|兼任|负责|组成)|担任|兼任|任组长|任主任|[：:]\s*[\u4e00-\u9fff]{2,4}(?:[，,、；;\s]|$)")),
+    (_NEEDS_PERSON := re.compile(r"谁|哪位|由谁|\bwho(m|se)?\b", re.I),
+     _HAS_PERSON := re.compile(r"由.{1,30}(担任|兼任|负责|牵头)|组成|构成|担任|兼任|任组长|任主任|参加|参与|出席"
+                               r"|[：:]\s*[\u4e00-\u9fff]{2,4}(?:[，,、；;\s]|$)")),
     (re.compile(r"多少钱|收费|费用|工资|薪|补助|补贴|报销|how much|fee|cost|salary|pay", re.I),
      re.compile(rf"{_NUM}+\s*(元|万元)|免费|免收|减免|不收|收费标准|费用标准|按.{{0,12}}(标准|规定)(收取|执行|结算)|医保")),
     (re.compile(r"多少|几[个名家项条位人种张所]|比例|百分之|how many|what %|percentage|share", re.I),
@@ -195,10 +196,13 @@ _HAS_MONEY = re.compile(rf"{_NUM}+\s*(元|万元)|免费|免收|减免|不收|�
 
 
 def unanswered_kind(question: str, quoted: str) -> str | None:
-    """"count" / "money" when ``question`` needs a number of things or an amount of money and the
-    quoted text holds none; None otherwise."""
+    """"count" / "money" / "person" when ``question`` needs a number of things, an amount of money
+    or who someone is, and the quoted text holds none (a clause that a role exists does not say
+    who holds it); None otherwise."""
     if _NEEDS_MONEY.search(question) and not _HAS_MONEY.search(quoted):
         return "money"
+    if _NEEDS_PERSON.search(question) and not _HAS_PERSON.search(quoted):
+        return "person"
     if _NEEDS_COUNT.search(question) and not _HAS_COUNT.search(quoted):
         return "count"
     return None

@@ -321,6 +321,30 @@ def test_how_many_and_how_much_need_a_number_in_the_answer(app_context):
         assert not answer.refused and expected in answer.text.replace(" ", ""), question
 
 
+def test_who_questions_need_someone_named_or_a_role_assigned_in_the_answer(app_context):
+    """A clause that a post exists ("设城市医疗集团总院长、常务副院长…") does not say who holds it;
+    one that assigns it (由…任组长, 由…牵头, 办公室主任：苏锴, …组成) does."""
+    for question, consortium in [("临沧城市医疗集团的常务副院长是谁？", None), ("咱们集团总院长由谁来当？", "lincang")]:
+        assert app_context.kb.ask(question, consortium=consortium).refused, question
+    for question, consortium, expected in [("德阳绩效考核小组的组长谁来当？", None, "牵头医院院长任组长"),
+                                           ("临沧的城市医疗集团是谁牵头的？", None, "由市人民医院牵头"),
+                                           ("理事会办公室主任是谁？", "songyuan", "苏锴"),
+                                           ("Who sits on the Deyang joint meeting?", None, "各成员单位领导")]:
+        answer = app_context.kb.ask(question, consortium=consortium)
+        assert not answer.refused and expected in answer.text, question
+
+
+def test_unanswered_kind_reads_what_the_question_needs_against_the_quote():
+    from knowledge.tokenize import unanswered_kind
+
+    assert unanswered_kind("总院长是谁？", "设城市医疗集团总院长、常务副院长、副院长。") == "person"
+    assert unanswered_kind("总院长是谁？", "总院长由市人民医院院长担任。") is None
+    assert unanswered_kind("who chairs the council?", "理事长：韩伟") is None
+    assert unanswered_kind("有多少张床位？", "鼓励部分床位转化成康复床位。") == "count"
+    assert unanswered_kind("补助多少钱？", "按规定给予补助。") == "money"
+    assert unanswered_kind("联席会议多久开一次？", "设联席会议。") is None  # other needs: not this check's
+
+
 def test_english_question_naming_a_township_in_pinyin_finds_its_row(app_context):
     """"Hadashan" is 哈达山 by sound: the contact-list row of that health centre is quoted."""
     answer = app_context.kb.ask("who is the contact person for Hadashan health center?")
