@@ -190,7 +190,8 @@ ANSWER_CUES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
 # Questions that can only be answered with a number of something, or an amount of money: a quote
 # without one does not answer them, however close its subject (荆氏医院有多少张床位？).
 _NEEDS_COUNT = re.compile(r"(?<!哪)(几|多少)\s*[个名家项条位人种张所床]|how many", re.I)  # not 哪几种: a list
-_HAS_COUNT = re.compile(rf"{_NUM}+\s*[个名家项条位人种张所床%％]|百分之|{_NUM}+\s*成|[：:]\s*\d+")  # …or a table cell
+_HAS_COUNT = re.compile(rf"{_NUM}+\s*[个名家项条位人种张所床%％]|百分之|{_NUM}+\s*成|[：:][ \t]*\d+(?![.．]\d)")  # …or a table cell
+# (a table cell "人数：24", not the clause number "7.2.1" on the line after a "下列权利：")
 _NEEDS_MONEY = re.compile(r"多少钱|(工资|薪酬|补助|补贴|费用|收费|报销).{0,4}(多少|几)|how much", re.I)
 _HAS_MONEY = re.compile(rf"{_NUM}+\s*(元|万元)|免费|免收|减免|不收|收费标准|费用标准")
 

@@ -312,7 +312,8 @@ def test_a_count_the_policy_states_is_quoted_first(app_context):
 
 def test_how_many_and_how_much_need_a_number_in_the_answer(app_context):
     """An on-topic question the policies do not settle: the hospital is there, its beds are not."""
-    for question in ["荆氏医院有多少张床位？", "下派到卫生院的医生每月补助多少钱？", "家庭医生签约服务包一年收多少钱？"]:
+    for question in ["荆氏医院有多少张床位？", "下派到卫生院的医生每月补助多少钱？", "家庭医生签约服务包一年收多少钱？",
+                     "德阳城市医疗集团有几家成员单位？"]:  # its rights and duties are numbered 7.2.1…, not counted
         assert app_context.kb.ask(question).refused, question
     for question, consortium, expected in [("理事会设几名副理事长？", "songyuan", "副理事长8"),
                                            ("张店区中医院医疗集团联合了几家单位？", None, "5"),
@@ -341,6 +342,9 @@ def test_unanswered_kind_reads_what_the_question_needs_against_the_quote():
     assert unanswered_kind("总院长是谁？", "总院长由市人民医院院长担任。") is None
     assert unanswered_kind("who chairs the council?", "理事长：韩伟") is None
     assert unanswered_kind("有多少张床位？", "鼓励部分床位转化成康复床位。") == "count"
+    rights = "城市医疗集团成员享有下列权利：\n7.2.1 各成员单位以独立法人资格自主运营。"
+    assert unanswered_kind("一共有多少家成员医院？", rights) == "count"  # a clause number is no count
+    assert unanswered_kind("理事一共多少人？", "职务：理事；人数：24") is None  # a table cell is
     assert unanswered_kind("补助多少钱？", "按规定给予补助。") == "money"
     assert unanswered_kind("联席会议多久开一次？", "设联席会议。") is None  # other needs: not this check's
 
